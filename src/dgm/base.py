@@ -73,6 +73,7 @@ class GenerativeModel(nn.Module):
         """Data-dependent initialisation, called once by the trainer before step 0.
 
         The default does nothing; e.g. a mixture places its means with k-means.
+        Change parameters in place (``param.copy_``): the optimizers already hold them.
         """
 
     def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:

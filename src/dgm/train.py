@@ -17,6 +17,7 @@ import copy
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -61,19 +62,24 @@ def default_device() -> torch.device:
 
 
 def _progress_bar(total: int | None, enabled: bool | str):
-    """A tqdm bar: widget in live notebooks, text in terminals, nothing when off.
+    """A tqdm bar: a widget in notebooks, text in terminals, nothing when off.
 
     ``DGM_PROGRESS=off|text|auto`` in the environment overrides ``enabled="auto"``
     (the book build sets ``off`` so no widget state lands in the static HTML).
+    In a terminal the text bar only shows when stderr is a TTY, so logs stay clean.
     """
     mode = os.environ.get("DGM_PROGRESS", "auto") if enabled == "auto" else ("auto" if enabled else "off")
     if mode == "off":
         return None
-    if mode == "text":
-        from tqdm.std import tqdm
-    else:
-        from tqdm.auto import tqdm
-    return tqdm(total=total, unit="step", dynamic_ncols=True, leave=False)
+    in_notebook = "ipykernel" in sys.modules
+    if mode == "auto" and in_notebook:
+        from tqdm.notebook import tqdm
+
+        return tqdm(total=total, unit="step", leave=False)
+    from tqdm.std import tqdm
+
+    return tqdm(total=total, unit="step", dynamic_ncols=True, leave=False, mininterval=0.5,
+                disable=None if not in_notebook else False)
 
 
 def fit(
@@ -134,14 +140,15 @@ def fit(
         raise ValueError("eval_every and batch_size must be positive")
 
     device = torch.device(device) if device is not None else default_device()
-    start = time.perf_counter()
     seed_everything(seed)
     model.to(device)
+    # built before the clock starts: the first optimizer pays a one-off import cost (~1 s)
+    optimizers = model.configure_optimizers(lr)
+    start = time.perf_counter()
     train = train.to(device)
     val = val.to(device) if val is not None else None
     if initialize:
         model.initialize(train)
-    optimizers = model.configure_optimizers(lr)
 
     history = History()
     best_state = None
