@@ -185,8 +185,6 @@ def _load_mnist5k(name: str, split: str, binarize: str | None) -> DataSplit:
     grey = torch.from_numpy(images[idx]).float().div_(255.0).view(-1, 1, 28, 28)
     y = torch.from_numpy(labels[idx])
     if name == "mnist5k":
-        if binarize is not None:
-            raise ValueError("binarize= applies to 'mnist5k-bin' only; 'mnist5k' is grey in [0, 1]")
         return DataSplit(name, split, grey, y, "grey")
     if binarize in (None, "fixed"):
         return DataSplit(name, split, (grey > 0.5).float(), y, "binary", num_levels=2)
@@ -401,8 +399,8 @@ def load(name: str, split: str = "train", *, binarize: str | None = None, n: int
     if n is not None and name not in TOYS:
         raise ValueError(f"n= only applies to the 2-D toy sets, not {name!r}")
     if binarize is not None and name != "mnist5k-bin":
-        if name != "mnist5k":
-            raise ValueError(f"binarize= only applies to 'mnist5k-bin', not {name!r}")
+        raise ValueError(f"binarize= only applies to 'mnist5k-bin', not {name!r} "
+                         f"('mnist5k' is grey in [0, 1]; 'mnist5k-bin' is its binarized version)")
     if name == "digits":
         return _load_digits(split)
     if name.startswith("mnist5k"):
