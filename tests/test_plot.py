@@ -263,3 +263,19 @@ def test_model_map_rejects_unknown_key(bad):
     with pytest.raises(ValueError, match="valid keys: independent, autoregressive") as err:
         plot.model_map(highlight=bad)
     assert "markov_sampler" in str(err.value)
+
+
+def test_html_table_checks_row_lengths_and_escapes_the_header(capsys):
+    from dgm.plot import html_table
+
+    with pytest.raises(ValueError, match="row 1 has 1 entries but the header has 2"):
+        html_table(["a", "b"], [["1", "2"], ["3"]])
+    html_table(["<x>", "y"], [["1", "2"]])  # displays without error outside a notebook
+
+
+def test_show_source_displays_package_code(capsys):
+    from dgm.baselines import IndependentPixels
+    from dgm.plot import show_source
+
+    show_source(IndependentPixels.initialize)
+    assert "def initialize" in capsys.readouterr().out

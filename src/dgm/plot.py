@@ -648,3 +648,36 @@ def _tint(colour: str, amount: float) -> tuple[float, float, float]:
     """Mix ``colour`` with white; ``amount`` 0 keeps it, 1 gives white."""
     r, g, b = matplotlib.colors.to_rgb(colour)
     return (r + (1 - r) * amount, g + (1 - g) * amount, b + (1 - b) * amount)
+
+
+# ---------------------------------------------------------------------------
+# notebook display helpers shared by every chapter
+# ---------------------------------------------------------------------------
+def show_source(obj: Callable | type) -> None:
+    """Display the source code of a ``dgm`` function or class in a notebook.
+
+    Chapters show the package's code where the text explains it, so the book
+    and the package cannot drift apart.
+    """
+    import inspect
+
+    from IPython.display import Code, display
+
+    display(Code(inspect.getsource(obj), language="python"))
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Display a small HTML table in a notebook; ``rows`` hold formatted values.
+
+    Every row must have as many entries as ``header``.
+    """
+    import html as html_module
+
+    from IPython.display import HTML, display
+
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ValueError(f"row {i} has {len(row)} entries but the header has {len(header)}")
+    head = "".join(f"<th>{html_module.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in rows)
+    display(HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"))

@@ -1,0 +1,270 @@
+"""Assignment 1: the checkers accept the notebook's solutions and reject plausible mistakes;
+the solved notebook passes under DGM_CHECKS_STRICT=1, the student notebook fails under it,
+and the committed student notebook is exactly what the generator makes."""
+
+import json
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from torch.nn import functional as F
+
+from dgm.checks import BEGIN, a01, make_student_notebook
+
+CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
+SOURCE = CHAPTERS / "01_assignment.ipynb"
+STUDENT = CHAPTERS / "01_assignment_student.ipynb"
+
+
+@pytest.fixture(scope="module")
+def solutions():
+    """The solution functions, taken from the source notebook's code cells.
+
+    Runs the first code cell (imports) and every cell holding a marked solution.
+    """
+    nb = nbformat.read(SOURCE, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    namespace: dict = {}
+    for source in [code[0]] + [s for s in code if BEGIN in s]:
+        exec(compile(source, str(SOURCE), "exec"), namespace)  # noqa: S102 - our own notebook
+    return namespace
+
+
+CHECKERS = {
+    "categorical_mle": a01.check_categorical_mle,
+    "nll_nats": a01.check_nll_nats,
+    "kl_monte_carlo": a01.check_kl_monte_carlo,
+    "kl_between": a01.check_kl_between,
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKERS))
+def test_checker_accepts_the_solution(solutions, name):
+    result = CHECKERS[name](solutions[name], strict=False)
+    assert result.passed, str(result)
+    assert result.n_hidden >= 3
+
+
+# ---------------------------------------------------------------------------
+# plausible wrong implementations
+# ---------------------------------------------------------------------------
+def _counts(x, k):
+    return F.one_hot(x.reshape(len(x), -1).long(), k).sum(0).double()
+
+
+def mle_no_smoothing(x, k, alpha):
+    return _counts(x, k) / len(x)
+
+
+def mle_normalised_over_pixels(x, k, alpha):
+    c = _counts(x, k) + alpha
+    return c / c.sum(0, keepdim=True)
+
+
+def mle_alpha_once(x, k, alpha):
+    return (_counts(x, k) + alpha) / (len(x) + alpha)
+
+
+def mle_levels_from_data(x, k, alpha):
+    k_seen = int(x.max()) + 1
+    return (_counts(x, k_seen) + alpha) / (len(x) + k_seen * alpha)
+
+
+def mle_transposed(x, k, alpha):
+    return ((_counts(x, k) + alpha) / (len(x) + k * alpha)).T
+
+
+def mle_epsilon_instead_of_zero(x, k, alpha):
+    p = (_counts(x, k) + alpha) / (len(x) + k * alpha)
+    return (p + 1e-8) / (p + 1e-8).sum(-1, keepdim=True)
+
+
+def _log_p(probs, x):
+    return probs.log().gather(1, x.reshape(len(x), -1).long().T).T  # (N, D)
+
+
+def nll_mean_over_pixels(probs, x):
+    return float(-_log_p(probs, x).mean())
+
+
+def nll_log2(probs, x):
+    return float(-(_log_p(probs, x) / math.log(2)).sum(1).mean())
+
+
+def nll_sum_over_images(probs, x):
+    return float(-_log_p(probs, x).sum())
+
+
+def nll_wrong_sign(probs, x):
+    return float(_log_p(probs, x).sum(1).mean())
+
+
+def nll_one_hot_mask(probs, x):
+    onehot = F.one_hot(x.reshape(len(x), -1).long(), probs.shape[1]).double()
+    return float(-(onehot * probs.log()).sum((1, 2)).mean())
+
+
+def nll_clamped(probs, x):
+    log_p = probs.clamp(min=1e-12).log().gather(1, x.reshape(len(x), -1).long().T).T
+    return float(-log_p.sum(1).mean())
+
+
+def kl_sign_swapped(sample_p, log_p, log_q, n):
+    x = sample_p(n)
+    d = log_q(x) - log_p(x)
+    return float(d.mean()), float(d.std() / math.sqrt(n))
+
+
+def kl_ratio(sample_p, log_p, log_q, n):
+    x = sample_p(n)
+    d = (log_p(x) - log_q(x)).exp()
+    return float(d.mean()), float(d.std() / math.sqrt(n))
+
+
+def kl_no_sqrt(sample_p, log_p, log_q, n):
+    x = sample_p(n)
+    d = log_p(x) - log_q(x)
+    return float(d.mean()), float(d.std())
+
+
+def kl_estimate_only(sample_p, log_p, log_q, n):
+    x = sample_p(n)
+    return float((log_p(x) - log_q(x)).mean())
+
+
+def _mc(sample, log_a, log_b, n):
+    x = sample(n)
+    d = (log_a(x) - log_b(x)).double()
+    return float(d.mean()), float(d.std() / math.sqrt(n))
+
+
+def between_samples_from_q(p, q, n):
+    return _mc(lambda m: q.sample((m,)), p.log_prob, q.log_prob, n)
+
+
+def between_reverse(p, q, n):
+    return _mc(lambda m: q.sample((m,)), q.log_prob, p.log_prob, n)
+
+
+def between_sign_swapped(p, q, n):
+    return _mc(lambda m: p.sample((m,)), q.log_prob, p.log_prob, n)
+
+
+def between_closed_form(p, q, n):
+    return float(torch.distributions.kl_divergence(p, q)), 0.0
+
+
+WRONG = [
+    # (checker, wrong implementation, the first case that must fail, text the report must contain)
+    ("categorical_mle", mle_no_smoothing, "tiny: 4 images of 2 pixels, 3 levels, alpha=1", "no Laplace smoothing"),
+    ("categorical_mle", mle_normalised_over_pixels, "tiny: 4 images of 2 pixels, 3 levels, alpha=1", "normalising over pixels"),
+    ("categorical_mle", mle_alpha_once, "tiny: 4 images of 2 pixels, 3 levels, alpha=1", "adding alpha once"),
+    ("categorical_mle", mle_levels_from_data, "shape (37, 2, 3, 4), 6 levels, top 2 never seen, alpha=0.37", "not the largest level seen"),
+    ("categorical_mle", mle_transposed, "tiny: 4 images of 2 pixels, 3 levels, alpha=1", "transposed"),
+    ("categorical_mle", mle_epsilon_instead_of_zero, "tiny without smoothing (alpha=0)", "values differ"),
+    ("nll_nats", nll_mean_over_pixels, "tiny: 2 pixels, 3 levels, 2 images", "averaging over pixels instead of summing"),
+    ("nll_nats", nll_log2, "tiny: 2 pixels, 3 levels, 2 images", "log base 2"),
+    ("nll_nats", nll_sum_over_images, "tiny: 2 pixels, 3 levels, 2 images", "summing over images"),
+    ("nll_nats", nll_wrong_sign, "tiny: 2 pixels, 3 levels, 2 images", "NEGATIVE log-likelihood"),
+    ("nll_nats", nll_one_hot_mask, "a level with probability 0 occurs -> NLL = inf", "0 * -inf = NaN"),
+    ("nll_nats", nll_clamped, "a level with probability 0 occurs -> NLL = inf", "do not add an epsilon"),
+    ("kl_monte_carlo", kl_sign_swapped, "N(0,1) vs N(1,1), n=20000", "the sign swapped"),
+    ("kl_monte_carlo", kl_ratio, "N(0,1) vs N(1,1), n=20000", "ratio p/q instead of its log"),
+    ("kl_monte_carlo", kl_no_sqrt, "N(0,1) vs N(1,1), n=20000", "standard deviation instead of the standard error"),
+    ("kl_monte_carlo", kl_estimate_only, "N(0,1) vs N(1,1), n=20000", "expected a pair (estimate, standard_error)"),
+    ("kl_between", between_samples_from_q, "p = N(0,1), q = N(0,3^2), n=20000", "samples drawn from q instead of p"),
+    ("kl_between", between_reverse, "p = N(0,1), q = N(0,3^2), n=20000", "the reverse KL(q||p)"),
+    ("kl_between", between_sign_swapped, "p = N(0,1), q = N(0,3^2), n=20000", "the sign swapped"),
+    ("kl_between", between_closed_form, "p = N(0,1), q = N(0,3^2), n=20000", "the closed form instead of a Monte Carlo"),
+]
+
+
+@pytest.mark.parametrize("checker, wrong, first_case, text", WRONG, ids=[w[1].__name__ for w in WRONG])
+def test_checker_rejects_a_plausible_mistake(checker, wrong, first_case, text):
+    result = CHECKERS[checker](wrong, strict=False)
+    assert not result.passed, f"{wrong.__name__} was accepted"
+    assert result.failures[0].case == first_case, str(result)
+    report = str(result)
+    assert f"FAILED case '{first_case}" in report
+    assert text in report, report
+
+
+def test_checker_raises_in_strict_mode(monkeypatch):
+    monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
+    with pytest.raises(AssertionError, match="no Laplace smoothing"):
+        a01.check_categorical_mle(mle_no_smoothing)
+
+
+def test_unfinished_stub_is_not_implemented_yet():
+    def stub(*args):
+        raise NotImplementedError("your code here")
+
+    for check in CHECKERS.values():
+        result = check(stub, strict=False)
+        assert len(result.failures) == 1 and "not implemented yet" in result.failures[0].message
+
+
+# ---------------------------------------------------------------------------
+# the notebooks
+# ---------------------------------------------------------------------------
+def test_committed_student_notebook_is_up_to_date(tmp_path):
+    fresh = make_student_notebook(SOURCE, tmp_path / STUDENT.name)
+    assert STUDENT.exists(), "run `python -m dgm.checks make-student chapters/01_assignment.ipynb`"
+    assert json.loads(STUDENT.read_text()) == json.loads(fresh.read_text()), (
+        "chapters/01_assignment_student.ipynb is out of date: "
+        "run `python -m dgm.checks make-student chapters/01_assignment.ipynb`"
+    )
+
+
+def test_notebooks_are_committed_without_outputs():
+    for path in (SOURCE, STUDENT):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, path.name
+
+
+def _execute(path: Path) -> nbformat.NotebookNode:
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(CHAPTERS)}}).execute()
+    return nb
+
+
+def _text_outputs(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+def test_source_notebook_passes_in_strict_mode(monkeypatch):
+    monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
+    nb = _execute(SOURCE)
+    text = _text_outputs(nb)
+    assert text.count("[PASS]") == 4
+    assert "test NLL = 106.37 nats per image" in text
+
+
+@pytest.mark.slow
+def test_student_notebook_fails_in_strict_mode(monkeypatch):
+    from nbclient.exceptions import CellExecutionError
+
+    monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
+    with pytest.raises(CellExecutionError, match="not implemented yet"):
+        _execute(STUDENT)
+
+
+@pytest.mark.slow
+def test_student_notebook_runs_through_without_strict_mode(monkeypatch):
+    """A learner who runs everything before finishing sees reports, not a crash."""
+    monkeypatch.delenv("DGM_CHECKS_STRICT", raising=False)
+    nb = _execute(STUDENT)
+    text = _text_outputs(nb)
+    assert text.count("not implemented yet") == 4
+    assert "Finish exercises 1 and 2 first" in text
