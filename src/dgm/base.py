@@ -134,3 +134,25 @@ def check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def check_levels(x: torch.Tensor, shape: tuple[int, ...], num_levels: int, who: str) -> torch.Tensor:
+    """Check a batch of discrete images and return it as int64 levels, same shape.
+
+    ``x``: ``(batch, *shape)`` holding integers ``0..num_levels-1`` (floats that
+    hold integers, such as binarized images, are accepted). ``who`` names the
+    model in the error messages.
+    """
+    if not torch.is_tensor(x):
+        raise ValueError(f"{who} expects a torch tensor of pixel levels, got {type(x).__name__}")
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"expected examples of shape {tuple(shape)} (a batch shaped (N, {', '.join(map(str, shape))})), "
+                         f"got {tuple(x.shape[1:])}; add a batch dimension with x[None] for a single example")
+    levels = x.long()
+    if x.is_floating_point() and not torch.equal(levels.to(x.dtype), x):
+        raise ValueError(f"{who} needs integer pixel levels; got non-integer values "
+                         "(binarize grey images first, e.g. dgm.data.load('mnist5k-bin'))")
+    if levels.numel() and (levels.min() < 0 or levels.max() >= num_levels):
+        raise ValueError(f"pixel levels must lie in 0..{num_levels - 1}, "
+                         f"got min {int(levels.min())} and max {int(levels.max())}")
+    return levels

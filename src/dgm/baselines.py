@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import GenerativeModel, check_positive_int
+from .base import GenerativeModel, check_levels, check_positive_int
 
 
 class IndependentPixels(GenerativeModel):
@@ -51,16 +51,7 @@ class IndependentPixels(GenerativeModel):
 
     def _levels(self, x: torch.Tensor) -> torch.Tensor:
         """Check ``x`` and return it flattened to ``(batch, D)`` int64 levels."""
-        if tuple(x.shape[1:]) != self.shape:
-            raise ValueError(f"expected examples of shape {self.shape}, got {tuple(x.shape[1:])}")
-        levels = x.long()
-        if x.is_floating_point() and not torch.equal(levels.to(x.dtype), x):
-            raise ValueError("IndependentPixels needs integer pixel levels; got non-integer values "
-                             "(binarize grey images first, e.g. dgm.data.load('mnist5k-bin'))")
-        if levels.min() < 0 or levels.max() >= self.num_levels:
-            raise ValueError(f"pixel levels must lie in 0..{self.num_levels - 1}, "
-                             f"got min {int(levels.min())} and max {int(levels.max())}")
-        return levels.flatten(1)
+        return check_levels(x, self.shape, self.num_levels, "IndependentPixels").flatten(1)
 
     @torch.no_grad()
     def initialize(self, x_train: torch.Tensor) -> None:
