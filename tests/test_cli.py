@@ -50,7 +50,7 @@ def test_train_gmm_on_ring_with_a_tiny_budget(tmp_path):
     result = last_json(dgm("train", "gmm", "--data", "ring", "--budget-seconds", "3", "--seed", "1",
                            "--out", ".", cwd=tmp_path))
     assert result["seed"] == 1 and result["params"] == 8 * (1 + 2 + 4)
-    assert result["train_seconds"] < 6
+    assert result["stopped_because"] in ("budget_seconds", "early_stopping")
     assert {"entropy_nats", "test_true_nll_nats"} <= set(result)
     # maximum likelihood with 8 components lands close to the entropy even in 3 seconds
     assert result["test_nll_nats"] - result["test_true_nll_nats"] < 0.05

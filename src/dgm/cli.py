@@ -25,7 +25,7 @@ import torch
 
 from . import data as data_module
 from . import registry
-from .train import default_device, fit
+from .train import default_device
 
 
 def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
@@ -41,18 +41,6 @@ def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _test_metrics(model, data_name: str, binarize: str | None, device: torch.device) -> dict[str, Any]:
-    test = data_module.load(data_name, "test", binarize=binarize)
-    metrics = {f"test_{k}": v for k, v in model.evaluate(test.x.to(device)).items()}
-    if test.density is not None:
-        entropy, se = test.density.entropy()
-        metrics["entropy_nats"] = entropy
-        metrics["entropy_se"] = se
-        # the true density's NLL on the same test points: the gap to it estimates KL(p || model)
-        metrics["test_true_nll_nats"] = float(-test.density.log_prob(test.x.double()).mean())
-    return metrics
-
-
 def cmd_list(_: argparse.Namespace) -> int:
     print("models:")
     for name, spec in sorted(registry.MODELS.items()):
@@ -64,34 +52,12 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    spec = registry.get(args.model)
-    train = data_module.load(args.data, "train", binarize=args.binarize)
-    val = data_module.load(args.data, "val", binarize=args.binarize)
-    model = registry.build(args.model, train.info(), **_parse_overrides(args.set))
-    settings = dict(spec.train)
-    if args.budget_seconds is not None:
-        settings["budget_seconds"] = args.budget_seconds
-    if args.steps is not None:
-        settings["max_steps"] = args.steps
-    for key in ("lr", "batch_size"):
-        if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
-    device = torch.device(args.device) if args.device else default_device()
-    history = fit(model, train.x, val.x, seed=args.seed, device=device,
-                  batch_transform=train.batch_transform, **settings)
-    result: dict[str, Any] = {
-        "model": args.model,
-        "data": args.data,
-        "seed": args.seed,
-        "train_seconds": round(history.seconds, 3),
-        "steps": history.steps,
-        "stopped_because": history.stopped_because,
-        "best_step": history.best_step,
-        "val_score": history.best_val,
-        "params": model.num_parameters(),
-        "device": str(device),
-    }
-    result.update(_test_metrics(model, args.data, args.binarize, device))
+    model, _, result = registry.train(
+        args.model, args.data, seed=args.seed, budget_seconds=args.budget_seconds, steps=args.steps,
+        lr=args.lr, batch_size=args.batch_size, binarize=args.binarize, device=args.device,
+        overrides=_parse_overrides(args.set),
+    )
+    settings = result.pop("train_settings")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{args.model}-{args.data}-seed{args.seed}.pt"
@@ -102,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "binarize": args.binarize,
         "config": model.config,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "train": {**settings, "seed": args.seed},
+        "train": settings,
         "metrics": result,
     }, path)
     print(json.dumps(result))
@@ -122,7 +88,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     recorded = ckpt.get("metrics", {})
     result = {key: recorded.get(key) for key in ("model", "data", "seed", "train_seconds", "steps")}
     result.update({"model": ckpt["model"], "data": ckpt["data"], "params": model.num_parameters()})
-    result.update(_test_metrics(model, ckpt["data"], ckpt.get("binarize"), device))
+    result.update(registry.test_metrics(model, ckpt["data"], binarize=ckpt.get("binarize")))
     print(json.dumps(result))
     return 0
 
