@@ -91,8 +91,9 @@ class Case:
         atol, rtol: tolerances for this case (default: those of
             :func:`run_checks`).
         seed: when given, torch's global random generator is seeded with it
-            for the call (inside ``torch.random.fork_rng``, so the learner's
-            own random state is left untouched).
+            for the call, and again for the ``judge`` (inside
+            ``torch.random.fork_rng``, so the learner's own random state is
+            left untouched).
         mistakes: known wrong implementations; a matching one names the
             mistake in the report.
         inputs: a readable summary of the inputs for the report; made from
@@ -434,7 +435,7 @@ def run_checks(
                 fail(problem, got=summarize_value(got), hint=_diagnose(case, args, got, case_atol, case_rtol) or case.hint)
                 continue
         if case.judge is not None:
-            problem = case.judge(got, args)
+            problem = _call(case.judge, (got, args), case.seed)
             if problem:
                 fail(problem, got=summarize_value(got), hint=_diagnose(case, args, got, case_atol, case_rtol) or case.hint)
             continue
