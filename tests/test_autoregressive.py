@@ -17,21 +17,25 @@ from dgm.train import fit
 # tiny versions of every model: (name, constructor(shape, num_levels))
 TINY = {
     "fvsbn": lambda shape, k: FVSBN(shape, k),
-    "fvsbn-scaled": lambda shape, k: FVSBN(shape, k, encoding="scaled"),
+    "fvsbn-onehot": lambda shape, k: FVSBN(shape, k, encoding="onehot"),
     "nade": lambda shape, k: NADE(shape, k, hidden_size=16),
+    "nade-onehot": lambda shape, k: NADE(shape, k, hidden_size=16, encoding="onehot"),
     "made": lambda shape, k: MADE(shape, k, hidden_sizes=(32, 32)),
+    "made-onehot": lambda shape, k: MADE(shape, k, hidden_sizes=(32,), encoding="onehot"),
     "made-3-orders": lambda shape, k: MADE(shape, k, hidden_sizes=(32,), num_masks=3, order_agnostic=True),
     "pixelcnn": lambda shape, k: PixelCNN(shape, k, channels=16, num_layers=4),
-    "pixelcnn-scaled-position": lambda shape, k: PixelCNN(shape, k, channels=16, num_layers=4,
-                                                          encoding="scaled", position=True),
+    "pixelcnn-scaled-no-position": lambda shape, k: PixelCNN(shape, k, channels=16, num_layers=4,
+                                                             encoding="scaled", position=False),
     "pixelcnn-plain": lambda shape, k: PixelCNN(shape, k, channels=16, num_layers=4, gated=False),
+    "pixelcnn-plain-no-position": lambda shape, k: PixelCNN(shape, k, channels=16, num_layers=4, gated=False,
+                                                            position=False),
     "wavenet": lambda shape, k: WaveNet(shape, k, channels=16),
-    "wavenet-position": lambda shape, k: WaveNet(shape, k, channels=16, kernel_size=3, position=True),
+    "wavenet-k3-no-position": lambda shape, k: WaveNet(shape, k, channels=16, kernel_size=3, position=False),
 }
 # these see every earlier pixel on a small image (MADE's random hidden degrees
 # may drop some paths, the plain PixelCNN has a blind spot)
-SEES_ALL_EARLIER = {"fvsbn", "fvsbn-scaled", "nade", "pixelcnn", "pixelcnn-scaled-position", "wavenet",
-                    "wavenet-position"}
+SEES_ALL_EARLIER = {"fvsbn", "fvsbn-onehot", "nade", "nade-onehot", "pixelcnn", "pixelcnn-scaled-no-position",
+                    "wavenet", "wavenet-k3-no-position"}
 
 
 def strictly_lower(d):
@@ -143,7 +147,8 @@ def test_made_mask_product_is_strictly_lower_triangular_in_the_ordering(seed, hi
     reach = mask_connectivity(made_masks(in_degrees, hidden))  # [out, in]
     assert torch.equal(reach, in_degrees[:, None] > in_degrees[None, :])
     # the same in the model: with 2 levels, collapse the one-hot features to pixels
-    model = MADE((1, 2, 3), 2, hidden_sizes=hidden_sizes, num_masks=3, order_agnostic=True, mask_seed=seed)
+    model = MADE((1, 2, 3), 2, hidden_sizes=hidden_sizes, num_masks=3, order_agnostic=True, mask_seed=seed,
+                 encoding="onehot")
     for m in range(3):
         features = mask_connectivity(model.masks(m))  # (D*K, D*E)
         pixels = features.view(d, 2, d, 2).any(3).any(1)
@@ -186,6 +191,7 @@ def test_made_mixture_trains_one_mask_per_step_and_scores_the_average():
     assert model.mask_index == 1
     model.loss(x)
     assert model.mask_index == 0
+    model.eval()  # no dropout
     per_mask = []
     for m in range(2):
         model.use_mask(m)
@@ -212,7 +218,7 @@ def test_samples_are_valid_levels_and_seeded(name):
 
 def test_sampling_follows_the_learned_conditionals():
     # a 2-pixel binary FVSBN: x_1 ~ p(x_1), then x_2 copies x_1 almost surely
-    model = FVSBN((1, 1, 2), 2)
+    model = FVSBN((1, 1, 2), 2, encoding="onehot")
     with torch.no_grad():
         model.pixel_bias.copy_(torch.tensor([[0.0, math.log(3)], [0.0, 0.0]]))  # p(x_1 = 1) = 3/4
         model.linear.weight.zero_()
@@ -243,7 +249,7 @@ def test_training_with_fit_lowers_the_loss_on_a_small_batch(name):
 
 def test_initialize_starts_at_the_independent_baseline():
     train, test = data.load("digits", "train"), data.load("digits", "test")
-    model = FVSBN(train.shape, 17)
+    model = FVSBN(train.shape, 17, encoding="onehot")
     with torch.no_grad():
         model.linear.weight.zero_()
     model.initialize(train.x)
@@ -253,7 +259,7 @@ def test_initialize_starts_at_the_independent_baseline():
 def test_binary_float_images_are_accepted():
     torch.manual_seed(0)
     x = (torch.rand(8, 1, 4, 4) > 0.5).float()
-    model = PixelCNN((1, 4, 4), 2, channels=8, num_layers=2)
+    model = PixelCNN((1, 4, 4), 2, channels=8, num_layers=2).eval()
     assert torch.equal(model.log_prob(x), model.log_prob(x.long()))
     fit(model, x, None, max_steps=3, batch_size=4, progress=False)
 

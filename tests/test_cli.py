@@ -59,7 +59,7 @@ def test_train_gmm_on_ring_with_a_tiny_budget(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (("train", "nope", "--data", "digits"), "valid models: gmm, independent"),
+    (("train", "nope", "--data", "digits"), "valid models: fvsbn, gmm, independent, made"),
     (("train", "independent", "--data", "nope"), "valid data sets: digits"),
     (("train", "gmm", "--data", "digits"), "needs data of kind points"),
     (("eval", "missing.pt"), "no checkpoint at missing.pt"),
