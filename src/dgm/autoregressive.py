@@ -29,6 +29,9 @@ Every model adds a learned per-pixel logit table to its network's output
 (``pixel_bias``, ``(D, num_levels)``); ``initialize`` sets it to chapter 1's
 smoothed pixel frequencies, so training starts from the independent baseline
 and the network learns the dependencies on top of it.
+
+The constructors' defaults are the settings tuned on the ``digits``
+validation split (``python -m dgm train`` uses them).
 """
 
 from __future__ import annotations
@@ -44,8 +47,6 @@ from .base import GenerativeModel, check_levels, check_positive_int
 from .baselines import IndependentPixels
 
 ENCODINGS = ("onehot", "scaled")
-import os
-_EXP_V = os.environ.get("EXP_V") == "1"
 
 
 # ---------------------------------------------------------------------------
@@ -615,7 +616,10 @@ class GatedPixelCNNLayer(nn.Module):
 
     The first layer (``first=True``) reads the image, so it shifts its
     outputs one row down / one column right to exclude the current pixel;
-    later layers read features that already exclude it.
+    later layers read features that already exclude it and add their output
+    to their input. The paper has that residual connection on the horizontal
+    stack only; here the vertical stack has one too (with dropout), which
+    scored 0.7-1.2 nats better on digits' validation split.
     """
 
     def __init__(self, in_channels: int, channels: int, kernel_size: int, first: bool, dropout: float,
@@ -641,10 +645,9 @@ class GatedPixelCNNLayer(nn.Module):
         if self.position is not None:
             v, h = v + self.position, h + self.position
         h_out = self.horizontal_out(_dropout(_gate(h), self.dropout, self.training))
-        if not self.first:
-            h_out = horizontal + h_out  # residual on the horizontal stack
         v_out = _gate(v)
-        if _EXP_V and not self.first:
+        if not self.first:  # residual connections on both stacks
+            h_out = horizontal + h_out
             v_out = vertical + _dropout(v_out, self.dropout, self.training)
         return v_out, h_out
 

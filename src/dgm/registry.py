@@ -213,7 +213,7 @@ register(ModelSpec(
     cls=PixelCNN,
     config_for=_image_config,
     data_kinds=("categorical", "binary"),
-    train={"budget_seconds": 60, "batch_size": 64, "lr": 2e-3, "eval_every": 50, "patience": 10},
+    train={"budget_seconds": 60, "batch_size": 64, "lr": 3e-3, "eval_every": 50, "patience": 10},
     description="gated PixelCNN (vertical + horizontal stacks, no blind spot); --set gated=False: plain (ch. 2)",
 ))
 register(ModelSpec(
