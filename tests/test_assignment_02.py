@@ -4,7 +4,6 @@ DGM_CHECKS_STRICT=1, the student notebook fails under it, and the committed stud
 notebook is exactly what the generator makes."""
 
 import json
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -12,26 +11,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from assignment_support import CHAPTERS, execute, load_solutions, text_outputs
 from dgm.autoregressive import MaskedConv2d as PackageMaskedConv2d
 from dgm.checks import BEGIN, a02, make_student_notebook
 
-CHAPTERS = Path(__file__).resolve().parents[1] / "chapters"
 SOURCE = CHAPTERS / "02_assignment.ipynb"
 STUDENT = CHAPTERS / "02_assignment_student.ipynb"
 
 
 @pytest.fixture(scope="module")
 def solutions():
-    """The solutions, taken from the source notebook's code cells.
-
-    Runs the first code cell (imports) and every cell holding a marked solution.
-    """
-    nb = nbformat.read(SOURCE, as_version=4)
-    code = [c.source for c in nb.cells if c.cell_type == "code"]
-    namespace: dict = {}
-    for source in [code[0]] + [s for s in code if BEGIN in s]:
-        exec(compile(source, str(SOURCE), "exec"), namespace)  # noqa: S102 - our own notebook
-    return namespace
+    """The solution functions, taken from the source notebook's code cells."""
+    return load_solutions(SOURCE)
 
 
 CHECKERS = {
@@ -377,28 +368,12 @@ def test_student_notebook_has_no_solutions():
     assert not any("Answers" in c.source for c in nb.cells if c.cell_type == "markdown")
 
 
-def _execute(path: Path) -> nbformat.NotebookNode:
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(CHAPTERS)}}).execute()
-    return nb
-
-
-def _text_outputs(nb) -> str:
-    parts = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            parts.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
-    return "\n".join(parts)
-
-
 @pytest.mark.slow
 def test_source_notebook_passes_in_strict_mode(monkeypatch):
     monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
     monkeypatch.setenv("DGM_QUICK", "1")
-    nb = _execute(SOURCE)
-    text = _text_outputs(nb)
+    nb = execute(SOURCE)
+    text = text_outputs(nb)
     assert text.count("[PASS]") == 4
     assert "MADE, your masks:" in text and "leaky MADE" in text
     nll = {line.split(":")[0].strip(): float(line.split("test NLL")[1].split()[0])
@@ -413,7 +388,7 @@ def test_student_notebook_fails_in_strict_mode(monkeypatch):
 
     monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
     with pytest.raises(CellExecutionError, match="not implemented yet"):
-        _execute(STUDENT)
+        execute(STUDENT)
 
 
 @pytest.mark.slow
@@ -421,7 +396,7 @@ def test_student_notebook_runs_through_without_strict_mode(monkeypatch):
     """A learner who runs everything before finishing sees reports, not a crash."""
     monkeypatch.delenv("DGM_CHECKS_STRICT", raising=False)
     monkeypatch.setenv("DGM_QUICK", "1")
-    nb = _execute(STUDENT)
-    text = _text_outputs(nb)
+    nb = execute(STUDENT)
+    text = text_outputs(nb)
     assert text.count("not implemented yet") == 4
     assert "Finish exercise 1 first" in text

@@ -260,7 +260,8 @@ class MaskedLinear(nn.Linear):
         """Use ``mask`` ``(out_features, in_features)`` from now on."""
         if tuple(mask.shape) != tuple(self.weight.shape):
             raise ValueError(f"mask shape {tuple(mask.shape)} does not match the weight {tuple(self.weight.shape)}")
-        self.mask.copy_(mask.to(self.mask.dtype))
+        # a new tensor, not an in-place copy: a graph built with the old mask stays valid
+        self.mask = mask.detach().to(device=self.weight.device, dtype=self.weight.dtype).clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight * self.mask, self.bias)
