@@ -291,6 +291,13 @@ def test_registered_models_rebuild_from_their_config(name, tmp_path):
     assert binary.num_levels == 2
 
 
+def test_a_seed_fixes_the_whole_run_initial_weights_included():
+    runs = [registry.train("nade", "digits", seed=3, steps=20, progress=False)[2] for _ in range(2)]
+    assert runs[0]["test_nll_nats"] == runs[1]["test_nll_nats"]
+    other = registry.train("nade", "digits", seed=4, steps=20, progress=False)[2]
+    assert other["test_nll_nats"] != runs[0]["test_nll_nats"]
+
+
 # ---- input checks -------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["fvsbn", "nade", "made", "pixelcnn", "wavenet"])
 @pytest.mark.parametrize("bad,message", [

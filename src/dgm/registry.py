@@ -105,11 +105,12 @@ def train(
         ``test_*`` metrics, ``entropy_nats`` for toy sets, ...).
     """
     from . import data as data_module
-    from .train import default_device, fit
+    from .train import default_device, fit, seed_everything
 
     spec = get(name)
     train_split = data_module.load(data_name, "train", binarize=binarize)
     val_split = data_module.load(data_name, "val", binarize=binarize)
+    seed_everything(seed)  # before building: the seed also fixes the random initial weights
     model = build(name, train_split.info(), **(overrides or {}))
     settings = dict(spec.train)
     for key, value in (("budget_seconds", budget_seconds), ("max_steps", steps), ("lr", lr),
