@@ -47,6 +47,17 @@ def _toc_files() -> list[str]:
     return files
 
 
+def test_every_notebook_is_in_the_toc():
+    """A chapter or assignment notebook left out of _toc.yml is silently not built."""
+    listed = set(_toc_files())
+    missing = [
+        f"chapters/{nb.stem}"
+        for nb in sorted((ROOT / "chapters").glob("*.ipynb"))
+        if not nb.stem.endswith("_student") and f"chapters/{nb.stem}" not in listed
+    ]
+    assert not missing, f"notebooks not in _toc.yml (so not in the book): {missing}"
+
+
 @pytest.fixture(scope="module")
 def html(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("book")

@@ -225,3 +225,12 @@ register(ModelSpec(
     train={"budget_seconds": 60, "batch_size": 64, "lr": 3e-3, "eval_every": 50, "patience": 10},
     description="WaveNet: dilated causal gated 1-D convolutions over the raster sequence (ch. 2)",
 ))
+
+
+# ---- chapter 3 (dgm.vae) ----------------------------------------------------
+
+# ---- chapter 4 (dgm.gan) ----------------------------------------------------
+
+# ---- chapter 5 (dgm.flows) --------------------------------------------------
+
+# ---- chapter 6 (dgm.diffusion) ----------------------------------------------
