@@ -3,7 +3,6 @@ the connectivity helpers measure what they claim; the solved notebook passes und
 DGM_CHECKS_STRICT=1, the student notebook fails under it, and the committed student
 notebook is exactly what the generator makes."""
 
-import json
 
 import nbformat
 import pytest
@@ -13,7 +12,7 @@ from torch.nn import functional as F
 
 from assignment_support import CHAPTERS, execute, load_solutions, text_outputs
 from dgm.autoregressive import MaskedConv2d as PackageMaskedConv2d
-from dgm.checks import BEGIN, a02, make_student_notebook
+from dgm.checks import BEGIN, a02
 
 SOURCE = CHAPTERS / "02_assignment.ipynb"
 STUDENT = CHAPTERS / "02_assignment_student.ipynb"
@@ -326,37 +325,9 @@ def test_checker_raises_in_strict_mode(monkeypatch):
         a02.check_made_masks(made_output_ge)
 
 
-def test_unfinished_stub_is_not_implemented_yet():
-    def stub(*args):
-        raise NotImplementedError("your code here")
-
-    class StubLayer(nn.Conv2d):
-        def __init__(self, in_channels, out_channels, kernel_size, mask_type="A"):
-            raise NotImplementedError("your code here")
-
-    for name, check in CHECKERS.items():
-        result = check(StubLayer if name == "MaskedConv2d" else stub, strict=False)
-        assert len(result.failures) == 1 and "not implemented yet" in result.failures[0].message
-
-
 # ---------------------------------------------------------------------------
 # the notebooks
 # ---------------------------------------------------------------------------
-def test_committed_student_notebook_is_up_to_date(tmp_path):
-    fresh = make_student_notebook(SOURCE, tmp_path / STUDENT.name)
-    assert STUDENT.exists(), "run `python -m dgm.checks make-student chapters/02_assignment.ipynb`"
-    assert json.loads(STUDENT.read_text()) == json.loads(fresh.read_text()), (
-        "chapters/02_assignment_student.ipynb is out of date: "
-        "run `python -m dgm.checks make-student chapters/02_assignment.ipynb`"
-    )
-
-
-def test_notebooks_are_committed_without_outputs():
-    for path in (SOURCE, STUDENT):
-        nb = nbformat.read(path, as_version=4)
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                assert cell.outputs == [] and cell.execution_count is None, path.name
 
 
 def test_student_notebook_has_no_solutions():
@@ -380,15 +351,6 @@ def test_source_notebook_passes_in_strict_mode(monkeypatch):
            for line in text.splitlines() if "test NLL" in line}
     assert nll["MADE, your masks"] < nll["independent pixels"] - 2, nll
     assert "MADE: p(x_i=0 | .) + p(x_i=1 | .) at pixel (3, 3), mean over test images = 1.000" in text
-
-
-@pytest.mark.slow
-def test_student_notebook_fails_in_strict_mode(monkeypatch):
-    from nbclient.exceptions import CellExecutionError
-
-    monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
-    with pytest.raises(CellExecutionError, match="not implemented yet"):
-        execute(STUDENT)
 
 
 @pytest.mark.slow

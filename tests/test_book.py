@@ -60,6 +60,12 @@ def test_every_notebook_is_in_the_toc():
 
 @pytest.fixture(scope="module")
 def html(tmp_path_factory) -> Path:
+    """The built book: a fresh quick-mode build, or an existing one named by DGM_BOOK_HTML."""
+    if os.environ.get("DGM_BOOK_HTML"):
+        built = Path(os.environ["DGM_BOOK_HTML"]).resolve()
+        if not (built / "index.html").exists():
+            pytest.fail(f"DGM_BOOK_HTML={built} holds no index.html; build with `jupyter-book build . -W` first")
+        return built
     out = tmp_path_factory.mktemp("book")
     env = dict(os.environ, DGM_QUICK="1", DGM_PROGRESS="off")
     # make "python" in kernel specs resolve to this environment's interpreter

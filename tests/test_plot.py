@@ -279,3 +279,13 @@ def test_show_source_displays_package_code(capsys):
 
     show_source(IndependentPixels.initialize)
     assert "def initialize" in capsys.readouterr().out
+
+
+def test_model_map_notes_replace_the_examples_line():
+    ax = plot.model_map(notes={"vae": "measured: 90.1 nats"})
+    texts = [t.get_text() for t in ax.texts]
+    assert "measured: 90.1 nats" in texts
+    assert plot.FAMILIES["vae"].examples not in texts
+    assert plot.FAMILIES["gan"].examples in texts
+    with pytest.raises(ValueError, match="unknown family keys"):
+        plot.model_map(notes={"transformer": "x"})

@@ -155,6 +155,9 @@ class AutoregressiveModel(GenerativeModel):
             levels[:, i] = torch.multinomial(logits.softmax(-1), 1).squeeze(1)
         return levels
 
+    def sampling_passes(self) -> int:
+        return self.num_pixels  # one full pass per pixel, in order
+
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
         """``n`` images ``(n, *shape)`` of int64 levels, drawn with ``D`` sequential passes.

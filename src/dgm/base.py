@@ -119,6 +119,16 @@ class GenerativeModel(nn.Module):
         nll = total / len(x)
         return {"nll_nats": nll, "bpd": nll / (dims * math.log(2))}
 
+    def sampling_passes(self) -> int:
+        """Sequential network evaluations ``sample(n)`` needs (for any ``n``).
+
+        1 for one-shot samplers (independent pixels, VAE decoders, GAN
+        generators, coupling flows); ``D`` for autoregressive models; the
+        number of denoising steps for diffusion models. The comparison chapter
+        reports it beside the measured sampling time.
+        """
+        return 1
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

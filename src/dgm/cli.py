@@ -4,6 +4,13 @@
     python -m dgm train MODEL --data NAME [--budget-seconds S] [--steps N] [--seed N] [--out DIR]
     python -m dgm eval CKPT
     python -m dgm sample CKPT -n 64 -o samples.png
+    python -m dgm classifier --data digits|mnist5k [--out data/checkpoints]
+    python -m dgm compare [--train] [--format markdown|json]
+
+Scale-out: ``--data mnist --download`` trains on full MNIST (opt-in, needs the
+internet once); ``--device cuda`` on a GPU; ``torchrun --nproc_per_node=N -m dgm
+train ...`` runs N data-parallel processes (gloo on CPU, NCCL on GPUs), each
+taking ``batch_size / N`` of every batch, with the same results as one process.
 
 ``train`` and ``eval`` print, as their last line on stdout, one JSON object
 with ``model``, ``data``, ``seed``, ``train_seconds``, ``params`` and the test
@@ -25,7 +32,7 @@ import torch
 
 from . import data as data_module
 from . import registry
-from .train import default_device
+from .train import default_device, init_distributed_from_env
 
 
 def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
@@ -52,11 +59,21 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    model, _, result = registry.train(
+    # under torchrun: join the process group; every process trains, process 0 reports
+    rank, world = init_distributed_from_env(args.device)
+    model, history, result = registry.train(
         args.model, args.data, seed=args.seed, budget_seconds=args.budget_seconds, steps=args.steps,
         lr=args.lr, batch_size=args.batch_size, binarize=args.binarize, device=args.device,
-        overrides=_parse_overrides(args.set),
+        overrides=_parse_overrides(args.set), download=args.download, eval_every=args.eval_every,
+        sample_quality=rank == 0,
     )
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+        result["processes"] = world
+        if rank != 0:
+            return 0
     settings = result.pop("train_settings")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -70,9 +87,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "train": settings,
         "metrics": result,
+        "history": {"train": [[step, values] for step, values in history.train],
+                    "val": [[step, score] for step, score in history.val]},
     }, path)
+    if args.manifest:
+        _record(path, result, args.argv)
     print(json.dumps(result))
     return 0
+
+
+def _record(path: Path, metrics: dict, argv: Sequence[str]) -> None:
+    """Add the checkpoint, the command that made it and its metrics to ``manifest.json`` beside it."""
+    import hashlib
+
+    manifest_path = path.parent / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    command = "python -m dgm " + " ".join(argv)
+    manifest[path.name] = {"command": command, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                           "metrics": metrics}
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _load(path: str, device: torch.device):
@@ -116,6 +149,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classifier(args: argparse.Namespace) -> int:
+    from . import classifier
+
+    model, metrics = classifier.train_classifier(args.data, epochs=args.epochs, seed=args.seed)
+    command = f"python -m dgm classifier --data {args.data} --epochs {args.epochs} --seed {args.seed}"
+    path = classifier.save_classifier(model, metrics, args.out, command)
+    print(json.dumps({**metrics, "checkpoint": str(path)}))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import compare
+
+    rows = compare.compare(args.data, train=args.train, budget_seconds=args.budget_seconds, seed=args.seed,
+                           models=args.models or None)
+    print(compare.to_json(rows) if args.format == "json" else compare.to_markdown(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dgm", description="Deep generative models: the course package.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,9 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs", help="folder for the checkpoint (default: runs/)")
     train.add_argument("--lr", type=float, default=None)
     train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--eval-every", type=int, default=None, help="steps between validation scores")
     train.add_argument("--binarize", choices=["fixed", "dynamic"], default=None, help="mnist5k-bin only")
     train.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model constructor overrides")
+    train.add_argument("--manifest", action="store_true",
+                       help="record the checkpoint, this command and its metrics in OUT/manifest.json")
+    train.add_argument("--download", action="store_true",
+                       help="--data mnist only: fetch full MNIST through torchvision (needs the internet once)")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint on the test split, print JSON")
@@ -148,12 +205,30 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default=None)
     sample.set_defaults(func=cmd_sample)
+
+    cmp = sub.add_parser("compare", help="every family on the same data: one table (chapter 7)")
+    cmp.add_argument("--data", default="digits")
+    cmp.add_argument("--train", action="store_true", help="retrain every model instead of loading data/checkpoints")
+    cmp.add_argument("--budget-seconds", type=float, default=None, help="with --train: budget per model")
+    cmp.add_argument("--seed", type=int, default=0)
+    cmp.add_argument("--models", nargs="*", default=[], help="a subset of the table's models")
+    cmp.add_argument("--format", choices=["markdown", "json"], default="markdown")
+    cmp.set_defaults(func=cmd_compare)
+
+    clf = sub.add_parser("classifier", help="train the digit classifier used for FD and class accuracy")
+    clf.add_argument("--data", required=True, choices=["digits", "mnist5k"])
+    clf.add_argument("--epochs", type=int, default=40)
+    clf.add_argument("--seed", type=int, default=0)
+    clf.add_argument("--out", default="data/checkpoints", help="folder (default: data/checkpoints, the shipped one)")
+    clf.set_defaults(func=cmd_classifier)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # recorded beside checkpoints (--manifest)
     if args.command == "train":
         if args.model not in registry.MODELS:
             parser.error(f"unknown model {args.model!r}; valid models: {', '.join(sorted(registry.MODELS))}")

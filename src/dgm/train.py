@@ -61,6 +61,64 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def process_group() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process under ``torchrun``, else ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed_from_env(device: torch.device | None = None) -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes in the environment.
+
+    ``torchrun --nproc_per_node=N -m dgm train ...`` starts N copies of the
+    command with ``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` set; each copy calls
+    this once. Backend: NCCL on GPUs, gloo on CPUs. Returns ``(rank, world_size)``;
+    without ``torchrun`` (``WORLD_SIZE`` unset or 1) does nothing and returns ``(0, 1)``.
+    """
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or dist.is_initialized():
+        return process_group()
+    cuda = device is not None and torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return process_group()
+
+
+def _average_gradients_across_processes(model: GenerativeModel, world: int) -> list:
+    """After each backward, replace every gradient by its mean over the processes.
+
+    A hook per parameter rather than ``DistributedDataParallel``: DDP only sees
+    ``forward``, while our models train through ``loss``/``training_step``
+    (a GAN even runs two backward passes per step). With equal shares of a
+    global batch, the mean of the per-process gradients is the gradient of the
+    global batch's mean loss, so N processes take the same steps as one.
+    """
+    import torch.distributed as dist
+
+    def hook(param: torch.Tensor) -> None:
+        dist.all_reduce(param.grad)
+        param.grad.div_(world)
+
+    return [p.register_post_accumulate_grad_hook(hook) for p in model.parameters() if p.requires_grad]
+
+
+def _any_process(flag: bool, world: int) -> bool:
+    """True if ``flag`` is true on any process: every process must stop at the same step."""
+    if world == 1:
+        return flag
+    import torch.distributed as dist
+
+    tensor = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
 def _progress_bar(total: int | None, enabled: bool | str):
     """A tqdm bar: a widget in notebooks, text in terminals, nothing when off.
 
@@ -84,8 +142,8 @@ def _progress_bar(total: int | None, enabled: bool | str):
 
 def fit(
     model: GenerativeModel,
-    train: torch.Tensor,
-    val: torch.Tensor | None = None,
+    train: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+    val: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
     *,
     batch_size: int = 128,
     lr: float = 1e-3,
@@ -103,8 +161,11 @@ def fit(
 
     Args:
         model: any :class:`~dgm.base.GenerativeModel`.
-        train: training examples ``(N, *data_shape)``.
-        val: validation examples for early stopping, or ``None``.
+        train: training examples ``(N, *data_shape)``, or a pair ``(x, y)``
+            of examples and labels ``(N,)`` for conditional models: then
+            ``training_step`` gets ``(x_batch, y_batch)`` pairs.
+        val: validation examples (a pair where ``train`` is one) for early
+            stopping, or ``None``.
         batch_size: minibatch size (capped at ``N``).
         lr: learning rate handed to ``model.configure_optimizers``.
         max_steps: stop after this many optimizer steps.
@@ -121,6 +182,13 @@ def fit(
         initialize: call ``model.initialize(train)`` once before training.
         progress: ``True``/``False`` or ``"auto"`` (see ``DGM_PROGRESS``).
 
+    Under ``torchrun`` (a process group is initialised, see
+    :func:`init_distributed_from_env`) each of the N processes takes its
+    ``batch_size / N`` share of every global batch (same seeded order
+    everywhere), gradients are averaged across processes, and all processes
+    stop at the same step: the run follows the single-process one with the
+    same global batch.
+
     Raises:
         FloatingPointError: a loss became NaN or infinite; the message names the step.
     """
@@ -132,6 +200,12 @@ def fit(
         raise ValueError(f"max_steps must be >= 0, got {max_steps}")
     if budget_seconds is not None and budget_seconds <= 0:
         raise ValueError(f"budget_seconds must be > 0, got {budget_seconds}")
+    labels = None
+    if isinstance(train, (tuple, list)):
+        if len(train) != 2 or not all(torch.is_tensor(t) for t in train) or len(train[0]) != len(train[1]):
+            raise ValueError("a labelled train set must be a pair (x, y) of tensors with one label per "
+                             "example, e.g. (split.x, split.y)")
+        train, labels = train
     if not torch.is_tensor(train) or len(train) == 0:
         raise ValueError("train must be a non-empty tensor of examples, e.g. dgm.data.load(...).x")
     if val is not None and len(val) == 0:
@@ -140,15 +214,24 @@ def fit(
         raise ValueError("eval_every and batch_size must be positive")
 
     device = torch.device(device) if device is not None else default_device()
-    seed_everything(seed)
+    rank, world = process_group()
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} must be divisible by the {world} processes, "
+                         "so each takes an equal share of the global batch")
+    seed_everything(seed)  # the same seed on every process: the same order, initialisation, noise
     model.to(device)
     # built before the clock starts: the first optimizer pays a one-off import cost (~1 s)
     optimizers = model.configure_optimizers(lr)
     start = time.perf_counter()
     train = train.to(device)
-    val = val.to(device) if val is not None else None
+    labels = labels.to(device) if labels is not None else None
+    if isinstance(val, (tuple, list)):
+        val = tuple(t.to(device) for t in val)
+    elif val is not None:
+        val = val.to(device)
     if initialize:
-        model.initialize(train)
+        model.initialize(train if labels is None else (train, labels))
+    hooks = _average_gradients_across_processes(model, world) if world > 1 else []
 
     history = History()
     best_state = None
@@ -162,7 +245,9 @@ def fit(
     bar = _progress_bar(max_steps, progress)
 
     def out_of_time() -> bool:
-        return budget_seconds is not None and time.perf_counter() - start >= budget_seconds
+        if budget_seconds is None:
+            return False
+        return _any_process(time.perf_counter() - start >= budget_seconds, world)
 
     def evaluate(step: int) -> bool:
         """Score val, keep the best weights; return True when patience ran out."""
@@ -202,13 +287,24 @@ def fit(
         if cursor + batch_size > len(train):
             order = torch.randperm(len(train), generator=gen)
             cursor = 0
-        batch = train[order[cursor : cursor + batch_size].to(device)]
+        indices = order[cursor : cursor + batch_size]
+        if world > 1:
+            indices = indices.tensor_split(world)[rank]  # this process's share
+        batch = train[indices.to(device)]
         cursor += batch_size
         if batch_transform is not None:
             batch = batch_transform(batch)
+        if labels is not None:
+            batch = (batch, labels[indices.to(device)])
         losses = model.training_step(batch, optimizers)
         step += 1
         values = {k: float(v) for k, v in losses.items()}
+        if world > 1:  # log the global batch's loss: the mean of the processes' shares
+            import torch.distributed as dist
+
+            stacked = torch.tensor(list(values.values()), dtype=torch.float64)
+            dist.all_reduce(stacked)
+            values = dict(zip(values, (stacked / world).tolist()))
         for name, value in values.items():
             if not math.isfinite(value):
                 raise FloatingPointError(
@@ -225,7 +321,7 @@ def fit(
             running, running_count = {}, 0
             if bar is not None:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in history.train[-1][1].items()}, refresh=False)
-            if evaluate(step):
+            if _any_process(evaluate(step), world):
                 history.stopped_because = "early_stopping"
                 break
     if running_count:
@@ -234,6 +330,8 @@ def fit(
         evaluate(step)
     if bar is not None:
         bar.close()
+    for handle in hooks:
+        handle.remove()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
@@ -243,15 +341,19 @@ def fit(
 
 
 @torch.no_grad()
-def _validation(model: GenerativeModel, val: torch.Tensor | None, batch_size: int = 1000) -> float | None:
+def _validation(model: GenerativeModel, val: torch.Tensor | tuple[torch.Tensor, ...] | None,
+                batch_size: int = 1000) -> float | None:
     """Mean of ``model.validation_score`` over ``val`` in chunks (weighted by chunk size)."""
     if val is None:
         return None
+    chunks = (list(zip(*(torch.split(t, batch_size) for t in val))) if isinstance(val, tuple)
+              else torch.split(val, batch_size))
     total, count = 0.0, 0
-    for chunk in torch.split(val, batch_size):
+    for chunk in chunks:
         score = model.validation_score(chunk)
         if score is None:
             return None
-        total += score * len(chunk)
-        count += len(chunk)
+        size = len(chunk[0]) if isinstance(chunk, tuple) else len(chunk)
+        total += score * size
+        count += size
     return total / count

@@ -1,0 +1,621 @@
+"""Chapter 4's models: generative adversarial networks.
+
+A GAN has no density at all. A generator ``G`` maps latent noise
+``z ~ N(0, I)`` to data space; a discriminator ``D`` is a binary classifier
+that says how likely a point is to be real. The two are trained against each
+other with two optimizers (``configure_optimizers`` / ``training_step``, run
+by the shared trainer :func:`dgm.train.fit`):
+
+* ``D`` step: lower the classification loss on a real batch and a fake batch;
+* ``G`` step: change ``G`` so that ``D`` mistakes its fakes for real data.
+
+``D`` returns a **logit** ``l`` (``D(x) = sigmoid(l)``), so every loss below is
+written with ``softplus`` and stays finite when ``D`` is very sure:
+``-log D = softplus(-l)`` and ``-log(1 - D) = softplus(l)``.
+
+Generator objectives (``loss=``, see :data:`GENERATOR_LOSSES`):
+
+* ``"classification"``  the classification-error game ``max_G min_D
+  1/2 E[1 - D(x)] + 1/2 E[D(G(z))]``: D minimises its error, G maximises it;
+* ``"saturating"``      the log minimax game: G minimises ``E log(1 - D(G(z)))``;
+* ``"nonsaturating"``   G minimises ``-E log D(G(z))`` (same fixed point,
+  strong gradients early on);
+* ``"feature_matching"``  G matches the mean of D's last hidden features on
+  real and fake batches (Salimans et al. 2016);
+* ``"denoising"``       non-saturating loss plus denoising feature matching
+  (Warde-Farley & Bengio 2017, simplified): a small denoising autoencoder
+  learns where real features lie, and G is pulled towards its output.
+
+Remedies for mode collapse that combine with any of them: ``pack=m``
+(PacGAN: D judges ``m`` samples at once, so a batch of near-copies looks
+fake) and ``r1=gamma`` (a gradient penalty ``gamma/2 E||grad D(x)||^2`` on
+real data, Mescheder et al. 2018).
+
+Classes: :class:`GAN` (MLPs, 2-D points), :class:`DCGAN` (convolutions,
+28x28 MNIST-5k), :class:`ConditionalGAN` (one-hot labels into both
+networks) and :class:`CycleGAN` (two generators, cycle consistency).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .base import GenerativeModel, check_positive_int
+
+GENERATOR_LOSSES = ("classification", "saturating", "nonsaturating", "feature_matching", "denoising")
+
+
+# ---------------------------------------------------------------------------
+# the losses, on discriminator logits
+# ---------------------------------------------------------------------------
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, game: str = "log") -> torch.Tensor:
+    """The discriminator's loss on a real and a fake batch of logits ``(B,)``.
+
+    ``game="log"``: binary cross-entropy, ``-E log D(x) - E log(1 - D(G(z)))``.
+    ``game="classification"``: the expected error ``1/2 E[1 - D(x)] + 1/2 E[D(G(z))]``.
+    """
+    if game == "log":
+        return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    if game == "classification":
+        return 0.5 * (1 - torch.sigmoid(real_logits)).mean() + 0.5 * torch.sigmoid(fake_logits).mean()
+    raise ValueError(f"game must be 'log' or 'classification', got {game!r}")
+
+
+def generator_loss(fake_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:
+    """The generator's adversarial loss on the logits ``(B,)`` D gave its fakes.
+
+    ``"saturating"``: ``E log(1 - D(G(z)))`` (minimised by G; flat when D rejects fakes).
+    ``"nonsaturating"``: ``-E log D(G(z))``.
+    ``"classification"``: ``-1/2 E D(G(z))`` (G raises D's error).
+    """
+    if kind == "saturating":
+        return -F.softplus(fake_logits).mean()  # log(1 - sigmoid(l)) = -softplus(l)
+    if kind == "nonsaturating":
+        return F.softplus(-fake_logits).mean()
+    if kind == "classification":
+        return -0.5 * torch.sigmoid(fake_logits).mean()
+    raise ValueError(f"kind must be 'saturating', 'nonsaturating' or 'classification', got {kind!r}")
+
+
+def feature_matching_loss(real_features: torch.Tensor, fake_features: torch.Tensor) -> torch.Tensor:
+    """``|| E f(x) - E f(G(z)) ||^2`` over a batch of features ``(B, F)``; real side is a target."""
+    return (real_features.detach().mean(0) - fake_features.mean(0)).pow(2).sum()
+
+
+def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
+    """``E ||grad_x D(x)||^2`` on real data (multiply by ``gamma / 2``)."""
+    real = real.detach().requires_grad_(True)
+    logits = discriminator(real)
+    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+# ---------------------------------------------------------------------------
+# networks for 2-D points
+# ---------------------------------------------------------------------------
+def mlp(sizes: list[int], activation: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
+    """Linear layers with ``activation()`` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+class MLPDiscriminator(nn.Module):
+    """``(B, pack * dim) -> logits (B,)``; ``features`` gives the last hidden layer ``(B, hidden)``."""
+
+    def __init__(self, in_dim: int, hidden: int, depth: int):
+        super().__init__()
+        self.body = mlp([in_dim] + [hidden] * depth, lambda: nn.LeakyReLU(0.2))
+        self.body.append(nn.LeakyReLU(0.2))
+        self.head = nn.Linear(hidden, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x)).squeeze(-1)
+
+
+def decay_learning_rates(optimizers: list[torch.optim.Optimizer], decay_per_1000: float) -> None:
+    """Multiply every learning rate by ``decay_per_1000 ** (1 / 1000)``: call once per step."""
+    if decay_per_1000 == 1.0:
+        return
+    factor = decay_per_1000 ** 0.001
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] *= factor
+
+
+class AdversarialModel(GenerativeModel):
+    """What every GAN here shares: two optimizers, the alternating step, no validation score.
+
+    Subclasses provide ``self.generator``, ``self.discriminator``,
+    ``generate(z)`` and ``training_step``; ``critic(x)`` gives D's logits.
+    """
+
+    family = "GAN"
+
+    def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
+        # beta1 = 0.5 (Radford et al. 2016): less momentum keeps the two players from overshooting
+        betas = (0.5, 0.999)
+        return [torch.optim.Adam(self.discriminator_parameters(), lr=lr, betas=betas),
+                torch.optim.Adam(self.generator_parameters(), lr=lr, betas=betas)]
+
+    def discriminator_parameters(self):
+        return self.discriminator.parameters()
+
+    def generator_parameters(self):
+        return self.generator.parameters()
+
+    @torch.no_grad()
+    def validation_score(self, x: torch.Tensor) -> float | None:
+        return None  # a GAN has no held-out loss that says "better"; the trainer keeps the last weights
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The discriminator's loss on ``x`` and as many fakes (for monitoring only)."""
+        with torch.no_grad():
+            fake = self.generate(self.latent(len(x)))
+        return discriminator_loss(self.critic(x), self.critic(fake))
+
+    def critic(self, x: torch.Tensor) -> torch.Tensor:
+        """D's logits ``(B,)`` on a batch of data."""
+        return self.discriminator(x)
+
+    def latent(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.config["latent_dim"], device=self.device)
+
+
+class GAN(AdversarialModel):
+    """A GAN of MLPs for 2-D points (the toy sets; PacGAN's ``ring-sharp``/``grid-sharp``).
+
+    Args:
+        dim: data dimension (2).
+        latent_dim: size of ``z``.
+        hidden, depth: width and number of hidden layers of both networks.
+        loss: the generator's objective, one of :data:`GENERATOR_LOSSES`.
+        pack: PacGAN degree: D sees ``pack`` samples concatenated (1 = plain GAN).
+        r1: weight ``gamma`` of the R1 gradient penalty on real data (0 = off).
+        d_steps: discriminator updates per generator update.
+        latent_components: ``K > 0`` draws ``z`` from a learned mixture of
+            ``K`` Gaussians (DeLiGAN, Gurumurthy et al. 2017) instead of one
+            ``N(0, I)``: G no longer has to tear one connected blob of noise
+            into separate modes, so fewer samples land between them.
+        lr_decay: both learning rates are multiplied by this every 1000 steps
+            (1 = constant); a shrinking step lets the players settle on the
+            modes instead of circling around them.
+    """
+
+    def __init__(self, dim: int = 2, latent_dim: int = 2, hidden: int = 256, depth: int = 3,
+                 loss: str = "nonsaturating", pack: int = 2, r1: float = 0.0, d_steps: int = 1,
+                 latent_components: int = 0, lr_decay: float = 1.0):
+        super().__init__()
+        for name, value in (("dim", dim), ("latent_dim", latent_dim), ("hidden", hidden), ("depth", depth),
+                            ("pack", pack), ("d_steps", d_steps)):
+            check_positive_int(name, value)
+        if loss not in GENERATOR_LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(GENERATOR_LOSSES)}, got {loss!r}")
+        if r1 < 0:
+            raise ValueError(f"r1 (gradient penalty weight) must be >= 0, got {r1}")
+        if not 0 < lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
+        if isinstance(latent_components, bool) or not isinstance(latent_components, int) or latent_components < 0:
+            raise ValueError(f"latent_components must be an integer >= 0 (0 = one Gaussian), got {latent_components!r}")
+        self.config = dict(dim=dim, latent_dim=latent_dim, hidden=hidden, depth=depth, loss=loss,
+                           pack=pack, r1=float(r1), d_steps=d_steps, latent_components=latent_components,
+                           lr_decay=float(lr_decay))
+        if latent_components:
+            # DeLiGAN's initialisation: means uniform in [-1, 1], scales 0.2; both trained with G
+            self.latent_means = nn.Parameter(torch.rand(latent_components, latent_dim) * 2 - 1)
+            self.latent_log_scales = nn.Parameter(torch.full((latent_components, latent_dim), math.log(0.2)))
+        self.generator = mlp([latent_dim] + [hidden] * depth + [dim])
+        self.discriminator = MLPDiscriminator(dim * pack, hidden, depth)
+        # both networks work in standardised units; initialize() sets these from the training data
+        self.register_buffer("data_mean", torch.zeros(dim))
+        self.register_buffer("data_scale", torch.ones(()))
+        if loss == "denoising":
+            # a denoising autoencoder on D's features: r(f + noise) ~ f
+            self.denoiser = mlp([hidden, hidden, hidden])
+
+    def generator_parameters(self):
+        params = list(self.generator.parameters())
+        if self.config["latent_components"]:
+            params += [self.latent_means, self.latent_log_scales]
+        return params
+
+    def latent(self, n: int) -> torch.Tensor:
+        eps = torch.randn(n, self.config["latent_dim"], device=self.device)
+        if not self.config["latent_components"]:
+            return eps
+        k = torch.randint(self.config["latent_components"], (n,), device=self.device)
+        return self.latent_means[k] + self.latent_log_scales[k].exp() * eps
+
+    def discriminator_parameters(self):
+        params = list(self.discriminator.parameters())
+        if self.config["loss"] == "denoising":
+            params += list(self.denoiser.parameters())
+        return params
+
+    @torch.no_grad()
+    def initialize(self, x_train: torch.Tensor) -> None:
+        """Standardise: G's outputs and D's inputs are in units of the data's spread."""
+        self.data_mean.copy_(x_train.mean(0))
+        self.data_scale.copy_(x_train.std(0).mean())
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """``(n, latent_dim) -> (n, dim)`` in data units."""
+        return self.generator(z) * self.data_scale + self.data_mean
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        check_positive_int("n", n)
+        return self.generate(self.latent(n))
+
+    def packed(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, dim) -> (B // pack, pack * dim)``: D's input (standardised), ``pack`` samples per row."""
+        x = (x - self.data_mean) / self.data_scale
+        pack = self.config["pack"]
+        usable = len(x) - len(x) % pack
+        return x[:usable].reshape(usable // pack, pack * x.shape[1])
+
+    def critic(self, x: torch.Tensor) -> torch.Tensor:
+        """D's logits on a batch of points ``(B, dim) -> (B // pack,)``."""
+        return self.discriminator(self.packed(x))
+
+    def training_step(self, x: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        if x.ndim != 2 or x.shape[1] != self.config["dim"]:
+            raise ValueError(f"GAN expects points of shape (batch, {self.config['dim']}), got {tuple(x.shape)}")
+        if len(x) < 2 * self.config["pack"]:
+            raise ValueError(f"batch of {len(x)} is too small for pack={self.config['pack']}; use a larger batch")
+        opt_d, opt_g = optimizers
+        decay_learning_rates(optimizers, self.config["lr_decay"])
+        loss_name = self.config["loss"]
+        game = "classification" if loss_name == "classification" else "log"
+        for _ in range(self.config["d_steps"]):
+            # detach: the D step must not push gradients into G
+            fake = self.generate(self.latent(len(x))).detach()
+            d_loss = discriminator_loss(self.critic(x), self.critic(fake), game)
+            if self.config["r1"] > 0:
+                d_loss = d_loss + 0.5 * self.config["r1"] * r1_penalty(self.discriminator, self.packed(x))
+            if loss_name == "denoising":
+                real_feat = self.discriminator.features(self.packed(x)).detach()
+                noisy = real_feat + torch.randn_like(real_feat)
+                d_loss = d_loss + (self.denoiser(noisy) - real_feat).pow(2).sum(1).mean()
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+
+        fake = self.generate(self.latent(len(x)))
+        if loss_name == "feature_matching":
+            g_loss = feature_matching_loss(self.discriminator.features(self.packed(x)),
+                                           self.discriminator.features(self.packed(fake)))
+        elif loss_name == "denoising":
+            feat = self.discriminator.features(self.packed(fake))
+            target = self.denoiser(feat).detach()  # where the denoiser says real features lie
+            g_loss = (generator_loss(self.discriminator.head(feat).squeeze(-1), "nonsaturating")
+                      + (feat - target).pow(2).sum(1).mean() / feat.shape[1])
+        else:
+            g_loss = generator_loss(self.critic(fake), loss_name)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+
+
+# ---------------------------------------------------------------------------
+# images: DCGAN, conditional GAN
+# ---------------------------------------------------------------------------
+def _check_image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or shape[0] != 1 or shape[1] != shape[2] or shape[1] % 4:
+        raise ValueError(f"expected one-channel square images with a side divisible by 4 "
+                         f"(e.g. (1, 28, 28) or (1, 8, 8)), got shape {shape}")
+    return shape  # type: ignore[return-value]
+
+
+class ConvGenerator(nn.Module):
+    """DCGAN generator: ``z (B, latent + extra) -> (B, 1, H, W)`` in ``[0, 1]``.
+
+    A linear layer makes a ``(2C, H/4, W/4)`` map; two stride-2 transposed
+    convolutions double it twice, with batch norm and ReLU between (Radford et al. 2016).
+    """
+
+    def __init__(self, in_dim: int, side: int, channels: int):
+        super().__init__()
+        self.start = side // 4
+        self.project = nn.Sequential(nn.Linear(in_dim, 2 * channels * self.start**2),
+                                     nn.BatchNorm1d(2 * channels * self.start**2), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.ConvTranspose2d(2 * channels, channels, 4, stride=2, padding=1), nn.BatchNorm2d(channels), nn.ReLU(),
+            nn.ConvTranspose2d(channels, 1, 4, stride=2, padding=1), nn.Sigmoid(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.project(z).view(len(z), -1, self.start, self.start)
+        return self.body(h)
+
+
+class ConvDiscriminator(nn.Module):
+    """DCGAN discriminator: ``(B, 1 + extra, H, W) -> logits (B,)``; strided convolutions, LeakyReLU."""
+
+    def __init__(self, in_channels: int, side: int, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(2 * channels * (side // 4) ** 2, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x)).squeeze(-1)
+
+
+class DCGAN(AdversarialModel):
+    """Convolutional GAN for one-channel images (MNIST-5k, or 8x8 digits).
+
+    Args:
+        shape: ``(1, H, W)`` with ``H`` divisible by 4.
+        num_levels: ``None`` for grey images in ``[0, 1]``; ``L`` for integer
+            levels ``0..L-1`` (digits): the networks see ``x / (L - 1)`` and
+            ``sample`` rounds back to int64 levels.
+        latent_dim: size of ``z``; channels: width of the networks.
+        loss: the generator's objective (``"nonsaturating"`` or ``"saturating"``, ``"classification"``).
+    """
+
+    def __init__(self, shape: tuple[int, ...] = (1, 28, 28), num_levels: int | None = None,
+                 latent_dim: int = 64, channels: int = 32, loss: str = "nonsaturating"):
+        super().__init__()
+        shape = _check_image_shape(shape)
+        check_positive_int("latent_dim", latent_dim)
+        check_positive_int("channels", channels)
+        if loss not in ("classification", "saturating", "nonsaturating"):
+            raise ValueError(f"loss must be 'nonsaturating', 'saturating' or 'classification', got {loss!r}")
+        if num_levels is not None and num_levels < 2:
+            raise ValueError(f"num_levels must be None (grey images) or >= 2, got {num_levels}")
+        self.config = dict(shape=shape, num_levels=num_levels, latent_dim=latent_dim, channels=channels, loss=loss)
+        self.generator = ConvGenerator(latent_dim + self.label_dim, shape[1], channels)
+        self.discriminator = ConvDiscriminator(1 + self.label_dim, shape[1], channels)
+
+    label_dim = 0  # one-hot size fed to both networks (conditional subclass)
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Data -> the networks' ``[0, 1]`` scale."""
+        levels = self.config["num_levels"]
+        return x.float() if levels is None else x.float() / (levels - 1)
+
+    def from_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """``[0, 1]`` -> the data's own format (levels are rounded)."""
+        levels = self.config["num_levels"]
+        return x if levels is None else torch.round(x * (levels - 1)).long()
+
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """``(n, latent_dim) -> (n, 1, H, W)`` on the ``[0, 1]`` scale."""
+        return self.generator(z)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` images ``(n, 1, H, W)`` in the data's format (grey in [0, 1], or levels)."""
+        check_positive_int("n", n)
+        return self.sample_from(self.latent(n))
+
+    @torch.no_grad()
+    def sample_from(self, z: torch.Tensor) -> torch.Tensor:
+        """Images for given latent vectors ``z (n, latent_dim)`` (e.g. a latent walk), in the data's format."""
+        if z.ndim != 2 or z.shape[1] != self.config["latent_dim"]:
+            raise ValueError(f"z must have shape (n, {self.config['latent_dim']}), got {tuple(z.shape)}")
+        return self.from_unit(self.generate(z.to(self.device)))
+
+    def check_batch(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != tuple(self.config["shape"]):
+            raise ValueError(f"{type(self).__name__} expects images of shape (batch, {', '.join(map(str, self.config['shape']))}), "
+                             f"got {tuple(x.shape)}")
+        return self.to_unit(x)
+
+    def adversarial_step(self, real: torch.Tensor, fake_fn, critic, optimizers) -> dict[str, torch.Tensor]:
+        """One D update and one G update; ``fake_fn()`` draws fakes, ``critic(images)`` gives logits."""
+        opt_d, opt_g = optimizers
+        game = "classification" if self.config["loss"] == "classification" else "log"
+        fake = fake_fn()
+        d_loss = discriminator_loss(critic(real), critic(fake.detach()), game)
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        g_loss = generator_loss(critic(fake), self.config["loss"])
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+
+    def training_step(self, x: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        real = self.check_batch(x)
+        return self.adversarial_step(real, lambda: self.generate(self.latent(len(real))), self.discriminator,
+                                     optimizers)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        real = self.check_batch(x)
+        with torch.no_grad():
+            fake = self.generate(self.latent(len(x)))
+        return discriminator_loss(self.discriminator(real), self.discriminator(fake))
+
+
+class ConditionalGAN(DCGAN):
+    """DCGAN with the class label as a one-hot vector into both networks (Mirza & Osindero 2014).
+
+    G gets ``[z, onehot(y)]``; D gets the image plus ``num_classes`` constant
+    channels holding ``onehot(y)``, so it judges "is this a real image *of
+    digit y*". Train on ``(x, y)`` pairs; ``sample(n, labels)`` draws the
+    requested digits (default: ``0, 1, ..., 9, 0, 1, ...``).
+    """
+
+    def __init__(self, shape: tuple[int, ...] = (1, 28, 28), num_levels: int | None = None,
+                 latent_dim: int = 64, channels: int = 32, loss: str = "nonsaturating", num_classes: int = 10):
+        check_positive_int("num_classes", num_classes)
+        self.label_dim = num_classes  # read by DCGAN.__init__ to size both networks
+        super().__init__(shape, num_levels, latent_dim, channels, loss)
+        self.config["num_classes"] = num_classes
+
+    @property
+    def num_classes(self) -> int:
+        return self.config["num_classes"]
+
+    def onehot(self, labels: torch.Tensor) -> torch.Tensor:
+        if labels.ndim != 1 or labels.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"labels must be a 1-D integer tensor, got shape {tuple(labels.shape)} and {labels.dtype}")
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"labels must lie in 0..{self.num_classes - 1}")
+        return F.one_hot(labels.long(), self.num_classes).float()
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``(n, latent_dim)``, labels ``(n,)`` -> images ``(n, 1, H, W)`` on the ``[0, 1]`` scale."""
+        if labels is None:
+            labels = torch.arange(len(z), device=z.device) % self.num_classes
+        return self.generator(torch.cat([z, self.onehot(labels)], 1))
+
+    def critic(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        side = images.shape[-1]
+        planes = self.onehot(labels)[:, :, None, None].expand(-1, -1, side, side)
+        return self.discriminator(torch.cat([images, planes], 1))
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` images of the requested ``labels`` ``(n,)``; default cycles through the classes."""
+        check_positive_int("n", n)
+        if labels is None:
+            labels = torch.arange(n, device=self.device) % self.num_classes
+        if len(labels) != n:
+            raise ValueError(f"give one label per sample: n={n} but {len(labels)} labels")
+        return self.from_unit(self.generate(self.latent(n), labels.to(self.device)))
+
+    def training_step(self, batch, optimizers: list[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        if not isinstance(batch, (tuple, list)):
+            raise ValueError("ConditionalGAN trains on (images, labels) pairs: fit(model, (x, y), ...)")
+        x, y = batch
+        real = self.check_batch(x)
+        # fakes get the real batch's labels, so D cannot tell them apart by the label histogram
+        return self.adversarial_step(real, lambda: self.generate(self.latent(len(real)), y),
+                                     lambda images: self.critic(images, y), optimizers)
+
+    def loss(self, batch) -> torch.Tensor:
+        x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        if y is None:
+            raise ValueError("ConditionalGAN.loss needs an (images, labels) pair")
+        real = self.check_batch(x)
+        with torch.no_grad():
+            fake = self.generate(self.latent(len(x)), y)
+        return discriminator_loss(self.critic(real, y), self.critic(fake, y))
+
+
+# ---------------------------------------------------------------------------
+# CycleGAN: unpaired translation between thin and bold digits
+# ---------------------------------------------------------------------------
+def embolden(x: torch.Tensor) -> torch.Tensor:
+    """Domain B of the CycleGAN task: strokes thickened by a 3x3 max filter, ``(B, 1, H, W)``."""
+    return F.max_pool2d(x, 3, stride=1, padding=1)
+
+
+def translator(channels: int) -> nn.Sequential:
+    """An image-to-image network ``(B, 1, H, W) -> (B, 1, H, W)`` in ``[0, 1]``; size-preserving convolutions."""
+    return nn.Sequential(
+        nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(channels, 1, 3, padding=1), nn.Sigmoid(),
+    )
+
+
+class CycleGAN(AdversarialModel):
+    """CycleGAN (Zhu et al. 2017) on an unpaired task: thin MNIST-5k digits (A) <-> bold ones (B).
+
+    Every training batch is split in two: the first half are A images, the
+    second half are *other* images made bold (:func:`embolden`), so no pair
+    ``(a, embolden(a))`` is ever shown. Two generators ``G_AB``, ``G_BA``
+    and two discriminators are trained with the adversarial loss in each
+    domain plus the cycle-consistency loss
+    ``|G_BA(G_AB(a)) - a|_1 + |G_AB(G_BA(b)) - b|_1`` (weight ``cycle_weight``).
+
+    A CycleGAN has no noise input: :meth:`translate` is its real API.
+    ``sample(n)`` returns the first ``n`` test digits (repeated past 500) made
+    bold and translated back to thin by ``G_BA`` (the data's own format, so the book's image
+    metrics apply); ``evaluate`` scores ``G_AB`` against the true bold images,
+    which the model never saw paired.
+    """
+
+    def __init__(self, shape: tuple[int, ...] = (1, 28, 28), channels: int = 16, disc_channels: int = 16,
+                 cycle_weight: float = 10.0):
+        super().__init__()
+        shape = _check_image_shape(shape)
+        check_positive_int("channels", channels)
+        check_positive_int("disc_channels", disc_channels)
+        if cycle_weight < 0:
+            raise ValueError(f"cycle_weight must be >= 0, got {cycle_weight}")
+        self.config = dict(shape=shape, channels=channels, disc_channels=disc_channels, cycle_weight=float(cycle_weight))
+        self.generator = nn.ModuleDict({"ab": translator(channels), "ba": translator(channels)})
+        self.discriminator = nn.ModuleDict({"a": ConvDiscriminator(1, shape[1], disc_channels),
+                                            "b": ConvDiscriminator(1, shape[1], disc_channels)})
+
+    def translate(self, x: torch.Tensor, direction: str = "ab") -> torch.Tensor:
+        """Map images ``(B, 1, H, W)`` from A to B (``"ab"``, thin -> bold) or back (``"ba"``)."""
+        if direction not in ("ab", "ba"):
+            raise ValueError(f"direction must be 'ab' (thin -> bold) or 'ba' (bold -> thin), got {direction!r}")
+        return self.generator[direction](x)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        from . import data
+
+        check_positive_int("n", n)
+        test = data.load("mnist5k", "test").x
+        images = test[torch.arange(n) % len(test)].to(self.device)  # cycles through the 500 test digits
+        return self.translate(embolden(images), "ba")
+
+    def training_step(self, x: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        if tuple(x.shape[1:]) != tuple(self.config["shape"]) or len(x) < 2:
+            raise ValueError(f"CycleGAN expects a batch of at least 2 images shaped (batch, {self.config['shape']}), "
+                             f"got {tuple(x.shape)}")
+        opt_d, opt_g = optimizers
+        half = len(x) // 2
+        real_a, real_b = x[:half], embolden(x[half: 2 * half])  # different images: unpaired
+        fake_b, fake_a = self.translate(real_a, "ab"), self.translate(real_b, "ba")
+
+        d_a, d_b = self.discriminator["a"], self.discriminator["b"]
+        d_loss = (discriminator_loss(d_a(real_a), d_a(fake_a.detach()))
+                  + discriminator_loss(d_b(real_b), d_b(fake_b.detach())))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+
+        cycle = ((self.translate(fake_b, "ba") - real_a).abs().mean()
+                 + (self.translate(fake_a, "ab") - real_b).abs().mean())
+        adversarial = generator_loss(d_b(fake_b)) + generator_loss(d_a(fake_a))
+        g_loss = adversarial + self.config["cycle_weight"] * cycle
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        return {"d_loss": d_loss.detach(), "g_loss": adversarial.detach(), "cycle_l1": cycle.detach()}
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.translate(self.translate(x, "ab"), "ba") - x).abs().mean()
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+        """Mean absolute pixel errors on thin test images ``x (N, 1, H, W)``.
+
+        ``translation_l1``: ``|G_AB(x) - embolden(x)|`` (the true bold version, never
+        shown paired); ``identity_l1``: the same error for doing nothing (``|x - embolden(x)|``),
+        the baseline to beat; ``cycle_l1``: ``|G_BA(G_AB(x)) - x|``.
+        """
+        bold = embolden(x)
+        translated = self.translate(x, "ab")
+        return {"translation_l1": float((translated - bold).abs().mean()),
+                "identity_l1": float((x - bold).abs().mean()),
+                "cycle_l1": float((self.translate(translated, "ba") - x).abs().mean())}

@@ -1,0 +1,261 @@
+"""Assignment 3: the checkers accept the notebook's solutions and reject plausible mistakes with a
+message naming them; the solved notebook passes under DGM_CHECKS_STRICT=1, the student notebook
+fails under it, and the committed student notebook is exactly what the generator makes."""
+
+import math
+
+import nbformat
+import pytest
+import torch
+from torch.nn import functional as F
+
+from assignment_support import CHAPTERS, execute, load_solutions, text_outputs
+from dgm.checks import BEGIN, a03
+from dgm.vae import gaussian_kl
+
+SOURCE = CHAPTERS / "03_assignment.ipynb"
+STUDENT = CHAPTERS / "03_assignment_student.ipynb"
+
+
+@pytest.fixture(scope="module")
+def solutions():
+    return load_solutions(SOURCE)
+
+
+CHECKERS = {
+    "reparameterize": a03.check_reparameterize,
+    "kl_to_standard_normal": a03.check_kl,
+    "negative_elbo": a03.check_negative_elbo,
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKERS))
+def test_checker_accepts_the_solution(solutions, name):
+    result = CHECKERS[name](solutions[name], strict=False)
+    assert result.passed, str(result)
+    assert result.n_hidden >= 3
+
+
+def test_checker_accepts_other_correct_forms():
+    def sqrt_form(mu, logvar):
+        return mu + torch.sqrt(torch.exp(logvar)) * torch.randn_like(mu)
+
+    def distribution_rsample(mu, logvar):
+        return torch.distributions.Normal(mu, torch.exp(0.5 * logvar)).rsample()
+
+    def kl_from_torch(mu, logvar):
+        q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+        return torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(-1)
+
+    assert a03.check_reparameterize(sqrt_form, strict=False).passed
+    assert a03.check_reparameterize(distribution_rsample, strict=False).passed
+    assert a03.check_kl(kl_from_torch, strict=False).passed
+
+
+def test_reference_negative_elbo_matches_the_package():
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(5, 7, generator=gen) < 0.5).float()
+    logits, mu, logvar = torch.randn(5, 7, generator=gen), torch.randn(5, 3, generator=gen), torch.randn(5, 3, generator=gen)
+    from dgm.vae import PixelLikelihood
+
+    reconstruction = PixelLikelihood("bernoulli").log_prob(logits.unsqueeze(-1), x)
+    expected = (-reconstruction + gaussian_kl(mu, logvar)).mean()
+    assert torch.allclose(a03.reference_negative_elbo(x, logits, mu, logvar), expected, atol=1e-5)
+
+
+def test_checkers_leave_the_global_random_state_alone(solutions):
+    before = torch.get_rng_state()
+    a03.check_reparameterize(solutions["reparameterize"], strict=False)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+# ---------------------------------------------------------------------------
+# plausible wrong implementations
+# ---------------------------------------------------------------------------
+def reparam_logvar_as_std(mu, logvar):
+    return mu + logvar * torch.randn_like(mu)
+
+
+def reparam_missing_half(mu, logvar):
+    return mu + torch.exp(logvar) * torch.randn_like(mu)
+
+
+def reparam_no_trick(mu, logvar):
+    return torch.normal(mu, torch.exp(0.5 * logvar)).detach()
+
+
+def reparam_distribution_sample(mu, logvar):
+    return torch.distributions.Normal(mu, torch.exp(0.5 * logvar)).sample()
+
+
+def reparam_uniform_noise(mu, logvar):
+    return mu + torch.exp(0.5 * logvar) * torch.rand_like(mu)
+
+
+def reparam_shared_noise(mu, logvar):
+    return mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape[-1], dtype=mu.dtype)
+
+
+def reparam_mean_only(mu, logvar):
+    return mu.clone()
+
+
+def kl_missing_half(mu, logvar):
+    return (mu**2 + logvar.exp() - logvar - 1).sum(-1)
+
+
+def kl_logvar_as_std(mu, logvar):
+    return 0.5 * (mu**2 + logvar**2 - torch.log(logvar**2) - 1).sum(-1)
+
+
+def kl_summed_over_batch(mu, logvar):
+    return 0.5 * (mu**2 + logvar.exp() - logvar - 1).sum()
+
+
+def kl_mean_over_dims(mu, logvar):
+    return 0.5 * (mu**2 + logvar.exp() - logvar - 1).mean(-1)
+
+
+def kl_no_minus_one(mu, logvar):
+    return 0.5 * (mu**2 + logvar.exp() - logvar).sum(-1)
+
+
+def kl_per_dimension(mu, logvar):
+    return 0.5 * (mu**2 + logvar.exp() - logvar - 1)
+
+
+def _bce(x, logits):
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+
+def _kl(mu, logvar):
+    return 0.5 * (mu**2 + logvar.exp() - logvar - 1).sum(-1)
+
+
+def elbo_kl_summed_over_batch(x, logits, mu, logvar):
+    return _bce(x, logits).mean() + _kl(mu, logvar).sum()
+
+
+def elbo_all_summed(x, logits, mu, logvar):
+    return (_bce(x, logits) + _kl(mu, logvar)).sum()
+
+
+def elbo_pixel_mean(x, logits, mu, logvar):
+    return F.binary_cross_entropy_with_logits(logits, x) + _kl(mu, logvar).mean()
+
+
+def elbo_missing_half(x, logits, mu, logvar):
+    return (_bce(x, logits) + 2 * _kl(mu, logvar)).mean()
+
+
+def elbo_logvar_as_std(x, logits, mu, logvar):
+    return (_bce(x, logits) + 0.5 * (mu**2 + logvar**2 - torch.log(logvar**2) - 1).sum(-1)).mean()
+
+
+def elbo_wrong_sign(x, logits, mu, logvar):
+    return (-_bce(x, logits) - _kl(mu, logvar)).mean()
+
+
+def elbo_kl_subtracted(x, logits, mu, logvar):
+    return (_bce(x, logits) - _kl(mu, logvar)).mean()
+
+
+def elbo_per_example(x, logits, mu, logvar):
+    return _bce(x, logits) + _kl(mu, logvar)
+
+
+REPARAM = "mu, logvar of shape (2000, 3)"
+KL_PRIOR = "q equals the prior: mu = 0, logvar = 0 -> KL = 0"
+KL_1 = "mu = [[1, 2]], logvar = [[0, log 4]]"
+ELBO_1 = "batch 4, 6 pixels, 2 latent dims"
+
+WRONG = [
+    # (checker, wrong implementation, the first case that must fail, text the report must contain)
+    ("reparameterize", reparam_logvar_as_std, REPARAM, "the log-variance is used as the standard deviation"),
+    ("reparameterize", reparam_missing_half, REPARAM, "the 1/2 is missing"),
+    ("reparameterize", reparam_no_trick, REPARAM, "no gradient reaches the encoder"),
+    ("reparameterize", reparam_distribution_sample, REPARAM, "without the reparameterisation trick"),
+    ("reparameterize", reparam_uniform_noise, REPARAM, "torch.rand_like draws uniform numbers"),
+    ("reparameterize", reparam_shared_noise, REPARAM, "every row got the same noise"),
+    ("reparameterize", reparam_mean_only, REPARAM, "z does not depend on logvar"),
+    ("kl_to_standard_normal", kl_missing_half, KL_1, "the 1/2 is missing"),
+    ("kl_to_standard_normal", kl_logvar_as_std, KL_PRIOR, "log-variance treated as the standard deviation"),
+    ("kl_to_standard_normal", kl_summed_over_batch, KL_PRIOR, "the average over the batch belongs in the loss"),
+    ("kl_to_standard_normal", kl_mean_over_dims, KL_1, "averaged over the latent dimensions"),
+    ("kl_to_standard_normal", kl_no_minus_one, KL_PRIOR, "the -1 is missing"),
+    ("kl_to_standard_normal", kl_per_dimension, KL_PRIOR, "one value per latent dimension"),
+    ("negative_elbo", elbo_kl_summed_over_batch, ELBO_1, "KL summed over the batch instead of averaged"),
+    ("negative_elbo", elbo_all_summed, ELBO_1, "everything summed over the batch"),
+    ("negative_elbo", elbo_pixel_mean, ELBO_1, "the reconstruction averaged over pixels"),
+    ("negative_elbo", elbo_missing_half, ELBO_1, "the 1/2 of the KL is missing"),
+    ("negative_elbo", elbo_logvar_as_std, ELBO_1, "log-variance treated as the standard deviation"),
+    ("negative_elbo", elbo_wrong_sign, ELBO_1, "the wrong sign"),
+    ("negative_elbo", elbo_kl_subtracted, ELBO_1, "the KL subtracted"),
+    ("negative_elbo", elbo_per_example, ELBO_1, "the loss is one number"),
+]
+
+
+@pytest.mark.parametrize("checker, wrong, first_case, text", WRONG,
+                         ids=[f"{w[1].__name__}-{i}" for i, w in enumerate(WRONG)])
+def test_checker_rejects_a_plausible_mistake(checker, wrong, first_case, text):
+    result = CHECKERS[checker](wrong, strict=False)
+    assert not result.passed, f"{wrong.__name__} was accepted"
+    assert result.failures[0].case == first_case, str(result)
+    report = str(result)
+    assert f"FAILED case '{first_case}" in report
+    assert text in report, report
+
+
+def test_a_statistically_wrong_noise_is_caught():
+    def too_wide(mu, logvar):
+        return mu + torch.exp(0.5 * logvar) * 1.3 * torch.randn_like(mu)
+
+    result = a03.check_reparameterize(too_wide, strict=False)
+    assert not result.passed and "should be N(0, 1)" in str(result)
+
+
+def test_checker_raises_in_strict_mode(monkeypatch):
+    monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
+    with pytest.raises(AssertionError, match="KL summed over the batch"):
+        a03.check_negative_elbo(elbo_kl_summed_over_batch)
+
+
+# ---------------------------------------------------------------------------
+# the notebooks
+# ---------------------------------------------------------------------------
+
+
+def test_student_notebook_has_no_solutions():
+    nb = nbformat.read(STUDENT, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for leak in (BEGIN, "torch.exp(0.5 * logvar) * eps", "logvar.exp() - logvar - 1", "reduction=\"none\").sum(-1)\n    return"):
+        assert leak not in code, leak
+    assert code.count('raise NotImplementedError("your code here")') == 3
+    assert not any("Answers" in c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+@pytest.mark.slow
+def test_source_notebook_passes_in_strict_mode(monkeypatch):
+    monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
+    monkeypatch.setenv("DGM_QUICK", "1")
+    nb = execute(SOURCE)
+    text = text_outputs(nb)
+    assert text.count("[PASS]") == 3
+    numbers = {line.split(":")[0].strip(): float(line.split("nats")[0].split()[-1])
+               for line in text.splitlines() if "nats per image" in line}
+    # binarized digits: independent pixels ~25 nats, so the gaps are a few nats (quick mode: 400 steps)
+    assert numbers["your VAE"] < numbers["independent pixels"] - 1.5, numbers
+    assert numbers["VAE without the trick"] > numbers["your VAE"] + 1.5, numbers
+    assert abs(numbers["VAE without the trick"] - numbers["independent pixels"]) < 1.0, numbers
+    spread = float(text.split("over test images:")[1].split()[0])
+    assert spread < 0.1 and math.isfinite(spread)
+
+
+@pytest.mark.slow
+def test_student_notebook_runs_through_without_strict_mode(monkeypatch):
+    monkeypatch.delenv("DGM_CHECKS_STRICT", raising=False)
+    monkeypatch.setenv("DGM_QUICK", "1")
+    nb = execute(STUDENT)
+    text = text_outputs(nb)
+    assert text.count("not implemented yet") == 3
+    assert "Finish exercises 1 to 3 first" in text

@@ -1,0 +1,254 @@
+"""Chapter 4: the GAN losses against the theory (optimal discriminator, -log 4 + 2 JSD,
+saturating vs non-saturating gradients), the models' API, and the trainer's labelled batches."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+from torch import nn
+
+from dgm import gan, registry
+from dgm.base import GenerativeModel
+from dgm.train import fit
+
+# ---- the theory in 1-D -------------------------------------------------------
+# p_data = N(0, 1), p_g = N(1.5, 0.7^2): two known densities, overlapping but different
+P_DATA = stats.norm(0.0, 1.0)
+P_G = stats.norm(1.5, 0.7)
+
+
+def optimal_discriminator(x: np.ndarray) -> np.ndarray:
+    return P_DATA.pdf(x) / (P_DATA.pdf(x) + P_G.pdf(x))
+
+
+def jsd_by_quadrature() -> float:
+    """JSD(p_data || p_g) in nats by numerical integration (independent of any sampling)."""
+    def kl_to_mixture(p):
+        def integrand(x):
+            m = 0.5 * (P_DATA.pdf(x) + P_G.pdf(x))
+            return p.pdf(x) * math.log(p.pdf(x) / m) if p.pdf(x) > 0 else 0.0
+        return integrate.quad(integrand, -12, 12, limit=200)[0]
+    return 0.5 * kl_to_mixture(P_DATA) + 0.5 * kl_to_mixture(P_G)
+
+
+def test_value_at_optimal_discriminator_is_minus_log4_plus_2jsd():
+    rng = np.random.default_rng(0)
+    n = 400_000
+    x_data, x_g = P_DATA.rvs(n, random_state=rng), P_G.rvs(n, random_state=rng)
+    value = np.log(optimal_discriminator(x_data)).mean() + np.log(1 - optimal_discriminator(x_g)).mean()
+    jsd = jsd_by_quadrature()
+    assert 0.05 < jsd < math.log(2)  # the two densities really differ (else the test proves nothing)
+    # Monte Carlo standard error at n = 400k is ~1e-3
+    assert value == pytest.approx(-math.log(4) + 2 * jsd, abs=5e-3)
+
+
+def test_trained_discriminator_approaches_the_optimal_one():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    x_data = torch.tensor(P_DATA.rvs(20_000, random_state=rng), dtype=torch.float32)[:, None]
+    x_g = torch.tensor(P_G.rvs(20_000, random_state=rng), dtype=torch.float32)[:, None]
+    disc = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-2)
+    for step in range(600):
+        idx = torch.randint(0, 20_000, (512,))
+        loss = gan.discriminator_loss(disc(x_data[idx]).squeeze(-1), disc(x_g[idx]).squeeze(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    grid = np.linspace(-1.5, 2.5, 41)
+    with torch.no_grad():
+        learned = torch.sigmoid(disc(torch.tensor(grid, dtype=torch.float32)[:, None])).squeeze(-1).numpy()
+    assert np.abs(learned - optimal_discriminator(grid)).max() < 0.05
+    # its value (the negated loss on all samples) is at most, and close to, -log 4 + 2 JSD
+    with torch.no_grad():
+        value = -float(gan.discriminator_loss(disc(x_data).squeeze(-1), disc(x_g).squeeze(-1)))
+    target = -math.log(4) + 2 * jsd_by_quadrature()
+    assert target - 0.02 < value < target + 0.01  # +0.01: Monte Carlo noise of 20k samples
+
+
+def test_saturating_gradient_vanishes_when_d_rejects_fakes_nonsaturating_does_not():
+    # D is confident the fakes are fake: D(G(z)) = sigmoid(-8) ~ 3e-4
+    for kind, expect_small in (("saturating", True), ("nonsaturating", False)):
+        logits = torch.full((64,), -8.0, requires_grad=True)
+        gan.generator_loss(logits, kind).backward()
+        grad = logits.grad.abs().sum().item()  # d loss / d logit summed over the batch
+        if expect_small:
+            assert grad < 1e-3, f"{kind}: gradient {grad} should be ~sigmoid(-8)"
+        else:
+            assert grad > 0.99, f"{kind}: gradient {grad} should be ~1 - sigmoid(-8)"
+    # where D is fooled (D(G(z)) ~ 1) it is the other way round: both losses have the same fixed points
+    logits = torch.full((64,), 8.0, requires_grad=True)
+    gan.generator_loss(logits, "saturating").backward()
+    assert logits.grad.abs().sum() > 0.99
+
+
+def test_losses_have_the_right_signs():
+    real, fake = torch.tensor([5.0, 5.0]), torch.tensor([-5.0, -5.0])
+    # a good discriminator has a small loss, a reversed one a large loss, in both games
+    for game in ("log", "classification"):
+        assert gan.discriminator_loss(real, fake, game) < gan.discriminator_loss(fake, real, game)
+    # the generator's losses fall as D is fooled more
+    for kind in ("saturating", "nonsaturating", "classification"):
+        assert gan.generator_loss(torch.tensor([2.0]), kind) < gan.generator_loss(torch.tensor([-2.0]), kind)
+    assert float(gan.discriminator_loss(torch.zeros(3), torch.zeros(3), "classification")) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="kind must be"):
+        gan.generator_loss(real, "hinge")
+
+
+def test_feature_matching_loss_is_zero_for_equal_means_and_only_moves_the_fake_side():
+    a = torch.randn(50, 4)
+    assert float(gan.feature_matching_loss(a, a[torch.randperm(50)])) == pytest.approx(0.0, abs=1e-10)
+    real = torch.randn(8, 3, requires_grad=True)
+    fake = torch.randn(8, 3, requires_grad=True)
+    gan.feature_matching_loss(real, fake).backward()
+    assert real.grad is None and fake.grad.abs().sum() > 0
+
+
+# ---- the models --------------------------------------------------------------
+@pytest.mark.parametrize("loss", gan.GENERATOR_LOSSES)
+def test_gan_trains_with_every_loss_and_keeps_the_api(loss):
+    x = torch.randn(512, 2)
+    model = gan.GAN(hidden=16, depth=2, loss=loss, pack=2, r1=0.1, latent_components=4, lr_decay=0.9)
+    before = [p.detach().clone() for p in model.generator.parameters()]
+    history = fit(model, x, x[:100], max_steps=6, batch_size=64, eval_every=3, progress=False, device="cpu")
+    assert set(history.train[-1][1]) == {"d_loss", "g_loss"}
+    assert history.val == []  # a GAN has no validation score
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.generator.parameters()))
+    assert model.sample(7).shape == (7, 2)
+    assert torch.isfinite(model.loss(x[:64]))  # D's loss on packed, standardised points
+    # a checkpoint is config + state_dict, loadable with weights_only
+    clone = gan.GAN(**model.config)
+    clone.load_state_dict(model.state_dict())
+    torch.manual_seed(0)
+    a = model.sample(5)
+    torch.manual_seed(0)
+    assert torch.equal(a, clone.sample(5))
+
+
+def test_discriminator_step_does_not_touch_the_generator():
+    model = gan.GAN(hidden=16, depth=2, pack=1)
+    opt_d, opt_g = model.configure_optimizers(1e-2)
+    g_before = [p.detach().clone() for p in model.generator.parameters()]
+    # run only the D half: a G optimizer that does nothing shows what the D step alone did
+    model.training_step(torch.randn(64, 2), [opt_d, torch.optim.SGD(model.generator.parameters(), lr=0.0)])
+    assert all(torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()))
+
+
+def test_packing_puts_pack_samples_in_one_row():
+    model = gan.GAN(hidden=8, depth=1, pack=3)
+    x = torch.arange(20.0).view(10, 2)
+    packed = model.packed(x)
+    assert packed.shape == (3, 6)  # 10 samples -> 3 full packs of 3, one left over
+    assert torch.equal(packed[1], torch.tensor([6.0, 7, 8, 9, 10, 11]))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"loss": "wasserstein"}, "loss must be one of"),
+    ({"pack": 0}, "pack must be a positive integer"),
+    ({"r1": -1.0}, "r1"),
+    ({"latent_components": -2}, "latent_components"),
+    ({"lr_decay": 1.5}, "lr_decay"),
+])
+def test_gan_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gan.GAN(**kwargs)
+
+
+def test_gan_rejects_images():
+    model = gan.GAN(hidden=8, depth=1)
+    with pytest.raises(ValueError, match="points of shape"):
+        model.training_step(torch.zeros(8, 1, 8, 8), model.configure_optimizers(1e-3))
+
+
+@pytest.mark.parametrize("shape,levels", [((1, 28, 28), None), ((1, 8, 8), 17)])
+def test_dcgan_samples_in_the_data_format(shape, levels):
+    model = gan.DCGAN(shape=shape, num_levels=levels, latent_dim=8, channels=4)
+    x = torch.rand(32, *shape) if levels is None else torch.randint(0, levels, (32, *shape))
+    fit(model, x, None, max_steps=2, batch_size=16, progress=False, device="cpu")
+    samples = model.sample(6)
+    assert samples.shape == (6, *shape)
+    if levels is None:
+        assert samples.min() >= 0 and samples.max() <= 1
+    else:
+        assert samples.dtype == torch.int64 and samples.min() >= 0 and samples.max() <= levels - 1
+
+
+def test_conditional_gan_uses_labels_from_the_trainer():
+    model = gan.ConditionalGAN(shape=(1, 8, 8), num_levels=17, latent_dim=8, channels=4)
+    x, y = torch.randint(0, 17, (40, 1, 8, 8)), torch.randint(0, 10, (40,))
+    history = fit(model, (x, y), (x[:10], y[:10]), max_steps=3, batch_size=16, progress=False, device="cpu")
+    assert history.steps == 3
+    assert model.sample(4, labels=torch.tensor([3, 3, 1, 0])).shape == (4, 1, 8, 8)
+    assert model.num_classes == 10
+    with pytest.raises(ValueError, match="one label per sample"):
+        model.sample(3, labels=torch.tensor([1]))
+    with pytest.raises(ValueError, match="labels must lie in"):
+        model.sample(1, labels=torch.tensor([10]))
+    with pytest.raises(ValueError, match=r"\(images, labels\) pairs"):
+        model.training_step(x[:8], model.configure_optimizers(1e-3))
+
+
+def test_conditional_gan_generator_depends_on_the_label():
+    model = gan.ConditionalGAN(shape=(1, 8, 8), latent_dim=8, channels=4).eval()
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        a = model.generate(z, torch.tensor([0, 0]))
+        b = model.generate(z, torch.tensor([5, 5]))
+    assert not torch.allclose(a, b)
+
+
+def test_cyclegan_translates_and_reports_paired_errors():
+    model = gan.CycleGAN(channels=4, disc_channels=4)
+    x = torch.rand(16, 1, 28, 28)
+    history = fit(model, x, None, max_steps=2, batch_size=8, progress=False, device="cpu")
+    assert set(history.train[-1][1]) == {"d_loss", "g_loss", "cycle_l1"}
+    assert model.translate(x, "ab").shape == x.shape
+    metrics = model.evaluate(x)
+    assert set(metrics) == {"translation_l1", "identity_l1", "cycle_l1"}
+    assert metrics["identity_l1"] == pytest.approx(float((x - gan.embolden(x)).abs().mean()))
+    with pytest.raises(ValueError, match="direction"):
+        model.translate(x, "ba2")
+
+
+def test_embolden_thickens_strokes():
+    x = torch.zeros(1, 1, 8, 8)
+    x[0, 0, 4, 4] = 1.0
+    bold = gan.embolden(x)
+    assert bold.sum() == 9 and bold[0, 0, 3:6, 3:6].min() == 1
+
+
+# ---- the trainer's labelled batches and the registry -------------------------
+def test_fit_batches_labels_with_their_examples():
+    seen = []
+
+    class Recorder(GenerativeModel):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, optimizers):
+            seen.append(batch)
+            return {"loss": self.w.sum().detach()}
+
+        def validation_score(self, x):
+            return None
+
+    x = torch.arange(50.0)[:, None]
+    y = torch.arange(50)
+    fit(Recorder(), (x, y), (x[:5], y[:5]), max_steps=8, batch_size=16, progress=False, device="cpu")
+    assert len(seen) == 8
+    for xb, yb in seen:
+        assert torch.equal(xb[:, 0].long(), yb)  # each label stays with its example
+    with pytest.raises(ValueError, match="pair"):
+        fit(Recorder(), (x, y[:10]), None, max_steps=1, progress=False)
+
+
+def test_registry_builds_the_chapter_models():
+    for name, data_name in (("gan", "ring-sharp"), ("dcgan", "mnist5k"), ("cgan", "digits"), ("cyclegan", "mnist5k")):
+        from dgm import data
+
+        model = registry.build(name, data.load(data_name, "val").info())
+        assert registry.get(name).labels == (name == "cgan")
+        assert model.sample(3).shape[0] == 3
