@@ -7,10 +7,7 @@ temporary folder, then checks on the HTML. Slow (a few minutes): marked
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,14 +18,6 @@ CDN_PATTERNS = ("cdn.jsdelivr", "unpkg.com", "unpkg", "cdnjs", "mathjax@", "goog
 HANGUL = re.compile("[\uac00-\ud7a3]")
 
 pytestmark = [pytest.mark.book, pytest.mark.slow]
-
-
-def _jupyter_book_cmd() -> list[str]:
-    """The jupyter-book of the running interpreter's environment."""
-    script = Path(sys.executable).with_name("jupyter-book")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
 
 
 def _toc_files() -> list[str]:
@@ -56,26 +45,6 @@ def test_every_notebook_is_in_the_toc():
         if not nb.stem.endswith("_student") and f"chapters/{nb.stem}" not in listed
     ]
     assert not missing, f"notebooks not in _toc.yml (so not in the book): {missing}"
-
-
-@pytest.fixture(scope="module")
-def html(tmp_path_factory) -> Path:
-    """The built book: a fresh quick-mode build, or an existing one named by DGM_BOOK_HTML."""
-    if os.environ.get("DGM_BOOK_HTML"):
-        built = Path(os.environ["DGM_BOOK_HTML"]).resolve()
-        if not (built / "index.html").exists():
-            pytest.fail(f"DGM_BOOK_HTML={built} holds no index.html; build with `jupyter-book build . -W` first")
-        return built
-    out = tmp_path_factory.mktemp("book")
-    env = dict(os.environ, DGM_QUICK="1", DGM_PROGRESS="off")
-    # make "python" in kernel specs resolve to this environment's interpreter
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    cmd = [*_jupyter_book_cmd(), "build", str(ROOT), "-W", "--keep-going", "--path-output", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=2400)
-    if proc.returncode != 0:
-        log = proc.stdout + "\n" + proc.stderr
-        pytest.fail(f"jupyter-book build -W failed (exit {proc.returncode}):\n{log[-6000:]}")
-    return out / "_build" / "html"
 
 
 def test_every_toc_page_is_built(html):

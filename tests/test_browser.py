@@ -27,7 +27,7 @@ from urllib.parse import urljoin, urlparse
 
 import pytest
 
-from test_book import _toc_files, html  # noqa: F401  (the shared build fixture)
+from test_book import _toc_files
 
 CHROMIUM = Path("/usr/bin/chromium")
 # flags for a closed network: without them Chromium phones home at start-up
@@ -47,7 +47,7 @@ def _need_browser():
 
 
 @pytest.fixture(scope="module")
-def server(html):  # noqa: F811
+def server(html):
     handler = functools.partial(_QuietHandler, directory=str(html))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
