@@ -110,7 +110,7 @@ def test_feature_matching_loss_is_zero_for_equal_means_and_only_moves_the_fake_s
 @pytest.mark.parametrize("loss", gan.GENERATOR_LOSSES)
 def test_gan_trains_with_every_loss_and_keeps_the_api(loss):
     x = torch.randn(512, 2)
-    model = gan.GAN(hidden=16, depth=2, loss=loss, pack=2, r1=0.1, latent_components=4, lr_decay=0.9)
+    model = gan.GAN(hidden=16, depth=2, loss=loss, pack=2, r1=0.1, latent_components=4, lr_decay=0.9, ema=0.9)
     before = [p.detach().clone() for p in model.generator.parameters()]
     history = fit(model, x, x[:100], max_steps=6, batch_size=64, eval_every=3, progress=False, device="cpu")
     assert set(history.train[-1][1]) == {"d_loss", "g_loss"}
@@ -125,6 +125,49 @@ def test_gan_trains_with_every_loss_and_keeps_the_api(loss):
     a = model.sample(5)
     torch.manual_seed(0)
     assert torch.equal(a, clone.sample(5))
+
+
+def test_weight_average_follows_the_generator_and_is_what_sample_uses():
+    torch.manual_seed(0)
+    model = gan.GAN(hidden=16, depth=2, pack=1, latent_components=3, ema=0.5)
+    start = [p.detach().clone() for p in model.generator_parameters()]
+    assert all(torch.equal(a, p) for a, p in zip(model.averaged_weights(), start))  # starts at G's weights
+    fit(model, torch.randn(256, 2), None, max_steps=20, batch_size=64, progress=False, device="cpu")
+    raw, averaged = model.generator_parameters(), model.averaged_weights()
+    assert len(averaged) == len(raw) and int(model.ema_updates) == 20
+    # the average moved with training, but lags behind: it differs from both the start and the last weights
+    assert any(not torch.equal(a, s) for a, s in zip(averaged, start))
+    assert any(not torch.allclose(a, p) for a, p in zip(averaged, raw))
+    # one update by hand: avg <- beta avg + (1 - beta) w with beta = min(0.5, 21 / 30)
+    expected = [a + 0.5 * (p.detach() - a) for a, p in zip(averaged, raw)]
+    model.update_average()
+    assert all(torch.allclose(a, e) for a, e in zip(model.averaged_weights(), expected))
+    # sample() uses the averaged weights; sample(averaged=False) the raw ones; swapping leaves G unchanged
+    z_seed = 3
+    torch.manual_seed(z_seed)
+    from_average = model.sample(50)
+    torch.manual_seed(z_seed)
+    from_raw = model.sample(50, averaged=False)
+    assert not torch.allclose(from_average, from_raw)
+    assert all(torch.equal(p, q) for p, q in zip(raw, model.generator_parameters()))
+    model.swap_in_average()
+    torch.manual_seed(z_seed)
+    assert torch.equal(model.sample(50, averaged=False), from_average)
+    model.swap_in_average()
+    # the average is saved with the model: a clone from config + state_dict samples the same points
+    clone = gan.GAN(**model.config)
+    clone.load_state_dict(model.state_dict())
+    torch.manual_seed(z_seed)
+    assert torch.equal(clone.sample(50), from_average)
+
+
+def test_without_averaging_sample_uses_the_raw_generator():
+    model = gan.GAN(hidden=8, depth=1, ema=0.0)
+    assert not any(name.startswith("ema_") for name, _ in model.named_buffers())
+    torch.manual_seed(1)
+    a = model.sample(10)
+    torch.manual_seed(1)
+    assert torch.equal(a, model.sample(10, averaged=False))
 
 
 def test_discriminator_step_does_not_touch_the_generator():
@@ -150,6 +193,8 @@ def test_packing_puts_pack_samples_in_one_row():
     ({"r1": -1.0}, "r1"),
     ({"latent_components": -2}, "latent_components"),
     ({"lr_decay": 1.5}, "lr_decay"),
+    ({"ema": 1.0}, "ema"),
+    ({"latent_scale": 0.0}, "latent_scale"),
 ])
 def test_gan_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):

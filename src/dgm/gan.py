@@ -28,8 +28,10 @@ Generator objectives (``loss=``, see :data:`GENERATOR_LOSSES`):
 
 Remedies for mode collapse that combine with any of them: ``pack=m``
 (PacGAN: D judges ``m`` samples at once, so a batch of near-copies looks
-fake) and ``r1=gamma`` (a gradient penalty ``gamma/2 E||grad D(x)||^2`` on
-real data, Mescheder et al. 2018).
+fake), ``r1=gamma`` (a gradient penalty ``gamma/2 E||grad D(x)||^2`` on
+real data, Mescheder et al. 2018), ``latent_components=K`` (a learned mixture
+of latent Gaussians, DeLiGAN) and ``ema=beta`` (sample from a moving average
+of G's weights, Yazici et al. 2019).
 
 Classes: :class:`GAN` (MLPs, 2-D points), :class:`DCGAN` (convolutions,
 28x28 MNIST-5k), :class:`ConditionalGAN` (one-hot labels into both
@@ -191,11 +193,22 @@ class GAN(AdversarialModel):
         lr_decay: both learning rates are multiplied by this every 1000 steps
             (1 = constant); a shrinking step lets the players settle on the
             modes instead of circling around them.
+        ema: generator weight averaging (Yazici et al. 2019): ``0`` = off;
+            ``beta`` in ``(0, 1)`` keeps an exponential moving average of G's
+            weights (and the latent mixture's), ``avg <- beta avg + (1 - beta) w``
+            after every G step, and ``sample`` uses the average. ``beta`` ramps up
+            as ``min(ema, (1 + t) / (10 + t))`` after ``t`` updates, so the random
+            start is forgotten (over 3,000 steps the ramp, not ``ema``, sets it:
+            the average weighs step t by about t^8, mostly the last fifth of training). The raw G
+            jitters around the equilibrium as the two players chase each
+            other; the average sits near its centre, so samples land on the
+            modes instead of beside them.
     """
 
     def __init__(self, dim: int = 2, latent_dim: int = 2, hidden: int = 256, depth: int = 3,
                  loss: str = "nonsaturating", pack: int = 2, r1: float = 0.0, d_steps: int = 1,
-                 latent_components: int = 0, lr_decay: float = 1.0):
+                 latent_components: int = 0, lr_decay: float = 1.0, ema: float = 0.0,
+                 latent_scale: float = 0.2):
         super().__init__()
         for name, value in (("dim", dim), ("latent_dim", latent_dim), ("hidden", hidden), ("depth", depth),
                             ("pack", pack), ("d_steps", d_steps)):
@@ -204,17 +217,22 @@ class GAN(AdversarialModel):
             raise ValueError(f"loss must be one of {', '.join(GENERATOR_LOSSES)}, got {loss!r}")
         if r1 < 0:
             raise ValueError(f"r1 (gradient penalty weight) must be >= 0, got {r1}")
+        if not latent_scale > 0:
+            raise ValueError(f"latent_scale (initial std of the latent mixture's components) must be > 0, got {latent_scale}")
+        if not 0 <= ema < 1:
+            raise ValueError(f"ema (weight-averaging decay) must be in [0, 1), e.g. 0.999; 0 = off; got {ema}")
         if not 0 < lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
         if isinstance(latent_components, bool) or not isinstance(latent_components, int) or latent_components < 0:
             raise ValueError(f"latent_components must be an integer >= 0 (0 = one Gaussian), got {latent_components!r}")
         self.config = dict(dim=dim, latent_dim=latent_dim, hidden=hidden, depth=depth, loss=loss,
                            pack=pack, r1=float(r1), d_steps=d_steps, latent_components=latent_components,
-                           lr_decay=float(lr_decay))
+                           lr_decay=float(lr_decay), ema=float(ema),
+                           latent_scale=float(latent_scale))
         if latent_components:
-            # DeLiGAN's initialisation: means uniform in [-1, 1], scales 0.2; both trained with G
+            # DeLiGAN's initialisation: means uniform in [-1, 1], scales latent_scale (0.2); both trained with G
             self.latent_means = nn.Parameter(torch.rand(latent_components, latent_dim) * 2 - 1)
-            self.latent_log_scales = nn.Parameter(torch.full((latent_components, latent_dim), math.log(0.2)))
+            self.latent_log_scales = nn.Parameter(torch.full((latent_components, latent_dim), math.log(latent_scale)))
         self.generator = mlp([latent_dim] + [hidden] * depth + [dim])
         self.discriminator = MLPDiscriminator(dim * pack, hidden, depth)
         # both networks work in standardised units; initialize() sets these from the training data
@@ -223,6 +241,32 @@ class GAN(AdversarialModel):
         if loss == "denoising":
             # a denoising autoencoder on D's features: r(f + noise) ~ f
             self.denoiser = mlp([hidden, hidden, hidden])
+        if ema:
+            # buffers, not parameters: no optimizer touches them, and they are saved in checkpoints
+            for i, p in enumerate(self.generator_parameters()):
+                self.register_buffer(f"ema_{i}", p.detach().clone())
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+
+    def averaged_weights(self) -> list[torch.Tensor]:
+        """The moving averages of :meth:`generator_parameters`, in the same order (needs ``ema > 0``)."""
+        return [getattr(self, f"ema_{i}") for i in range(len(self.generator_parameters()))]
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        """``avg <- beta avg + (1 - beta) w``; ``beta`` ramps up from 0 so the random start is forgotten."""
+        t = int(self.ema_updates)
+        beta = min(self.config["ema"], (1 + t) / (10 + t))
+        for avg, p in zip(self.averaged_weights(), self.generator_parameters()):
+            avg.lerp_(p, 1 - beta)
+        self.ema_updates += 1
+
+    def swap_in_average(self) -> None:
+        """Exchange G's weights with their averages (call twice to swap back)."""
+        with torch.no_grad():
+            for avg, p in zip(self.averaged_weights(), self.generator_parameters()):
+                tmp = p.detach().clone()
+                p.copy_(avg)
+                avg.copy_(tmp)
 
     def generator_parameters(self):
         params = list(self.generator.parameters())
@@ -231,11 +275,12 @@ class GAN(AdversarialModel):
         return params
 
     def latent(self, n: int) -> torch.Tensor:
-        eps = torch.randn(n, self.config["latent_dim"], device=self.device)
-        if not self.config["latent_components"]:
-            return eps
-        k = torch.randint(self.config["latent_components"], (n,), device=self.device)
-        return self.latent_means[k] + self.latent_log_scales[k].exp() * eps
+        """G's input ``(n, latent_dim)``: standard normal noise, or the learned mixture's."""
+        z = torch.randn(n, self.config["latent_dim"], device=self.device)
+        if self.config["latent_components"]:
+            k = torch.randint(self.config["latent_components"], (n,), device=self.device)
+            z = self.latent_means[k] + self.latent_log_scales[k].exp() * z
+        return z
 
     def discriminator_parameters(self):
         params = list(self.discriminator.parameters())
@@ -254,9 +299,16 @@ class GAN(AdversarialModel):
         return self.generator(z) * self.data_scale + self.data_mean
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
+    def sample(self, n: int, averaged: bool = True) -> torch.Tensor:
+        """``n`` points ``(n, dim)``; with ``ema > 0`` from the averaged generator unless ``averaged=False``."""
         check_positive_int("n", n)
-        return self.generate(self.latent(n))
+        if not (averaged and self.config["ema"]):
+            return self.generate(self.latent(n))
+        self.swap_in_average()
+        try:
+            return self.generate(self.latent(n))
+        finally:
+            self.swap_in_average()
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, dim) -> (B // pack, pack * dim)``: D's input (standardised), ``pack`` samples per row."""
@@ -306,6 +358,8 @@ class GAN(AdversarialModel):
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        if self.config["ema"]:
+            self.update_average()
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
 
