@@ -244,6 +244,42 @@ def test_conditional_gan_generator_depends_on_the_label():
     assert not torch.allclose(a, b)
 
 
+def test_acgan_auxiliary_classifier_learns_labels_and_steers_the_generator():
+    torch.manual_seed(0)
+    model = gan.ConditionalGAN(shape=(1, 8, 8), latent_dim=8, channels=4, aux_weight=10.0)
+    opt_d, opt_g = model.configure_optimizers(1e-3)
+    # the classifier's parameters are trained by D's optimizer, never by G's
+    aux_ids = {id(p) for p in model.auxiliary.parameters()}
+    assert aux_ids <= {id(p) for group in opt_d.param_groups for p in group["params"]}
+    assert not aux_ids & {id(p) for group in opt_g.param_groups for p in group["params"]}
+    assert model.class_logits(torch.rand(5, 1, 8, 8)).shape == (5, 10)
+    # G's gradient differs from the plain conditional GAN's only through the auxiliary term
+    plain = gan.ConditionalGAN(shape=(1, 8, 8), latent_dim=8, channels=4)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("auxiliary.")})
+    z, y = torch.randn(6, 8), torch.randint(0, 10, (6,))
+    grads = []
+    for m, aux in ((model, True), (plain, False)):
+        fake = m.generate(z, y)
+        g_loss = gan.generator_loss(m.critic(fake, y))
+        if aux:
+            g_loss = g_loss + 10.0 * torch.nn.functional.cross_entropy(m.class_logits(fake), y)
+        grads.append(torch.autograd.grad(g_loss, list(m.generator.parameters()))[0])
+    assert not torch.allclose(grads[0], grads[1])
+    # on separable "digits" (class k = a bright pixel k) the classifier learns the labels from real images
+    y = torch.arange(10).repeat(20)
+    x = torch.zeros(200, 1, 8, 8)
+    x.view(200, -1)[torch.arange(200), y * 6] = 1.0
+    for _ in range(150):
+        logs = model.training_step((x, y), [opt_d, opt_g])
+    assert {"aux_real", "aux_fake"} <= set(logs)
+    accuracy = (model.class_logits(x).argmax(1) == y).float().mean()
+    assert accuracy > 0.9, f"auxiliary classifier accuracy {accuracy:.2f} on separable classes"
+    with pytest.raises(ValueError, match="aux_weight"):
+        gan.ConditionalGAN(shape=(1, 8, 8), aux_weight=-1.0)
+    with pytest.raises(ValueError, match="no auxiliary classifier"):
+        plain.class_logits(x)
+
+
 def test_cyclegan_translates_and_reports_paired_errors():
     model = gan.CycleGAN(channels=4, disc_channels=4)
     x = torch.rand(16, 1, 28, 28)

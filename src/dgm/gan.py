@@ -510,14 +510,42 @@ class ConditionalGAN(DCGAN):
     channels holding ``onehot(y)``, so it judges "is this a real image *of
     digit y*". Train on ``(x, y)`` pairs; ``sample(n, labels)`` draws the
     requested digits (default: ``0, 1, ..., 9, 0, 1, ...``).
+
+    ``aux_weight > 0`` adds the auxiliary classifier of AC-GAN (Odena et al.
+    2017): a classifier on the discriminator's side learns the digit of real
+    images (cross-entropy, weight ``aux_weight``), and G is also trained to
+    make fakes that it classifies as the requested digit. The plain
+    conditional D only has to notice a wrong label *somewhere* in the image;
+    the auxiliary loss tells G directly which digit the image shows.
     """
 
     def __init__(self, shape: tuple[int, ...] = (1, 28, 28), num_levels: int | None = None,
-                 latent_dim: int = 64, channels: int = 32, loss: str = "nonsaturating", num_classes: int = 10):
+                 latent_dim: int = 64, channels: int = 32, loss: str = "nonsaturating", num_classes: int = 10,
+                 aux_weight: float = 0.0):
         check_positive_int("num_classes", num_classes)
+        if not aux_weight >= 0:
+            raise ValueError(f"aux_weight (AC-GAN classifier loss weight) must be >= 0 (0 = off), got {aux_weight}")
         self.label_dim = num_classes  # read by DCGAN.__init__ to size both networks
         super().__init__(shape, num_levels, latent_dim, channels, loss)
         self.config["num_classes"] = num_classes
+        self.config["aux_weight"] = float(aux_weight)
+        if aux_weight:
+            side = self.config["shape"][1]
+            # the same architecture as D, but it sees the image only and outputs one logit per class
+            self.auxiliary = ConvDiscriminator(1, side, channels)
+            self.auxiliary.head = nn.Linear(self.auxiliary.head.in_features, num_classes)
+
+    def discriminator_parameters(self):
+        params = list(self.discriminator.parameters())
+        if self.config["aux_weight"]:
+            params += list(self.auxiliary.parameters())
+        return params
+
+    def class_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The auxiliary classifier: images ``(B, 1, H, W)`` in ``[0, 1]`` -> logits ``(B, num_classes)``."""
+        if not self.config["aux_weight"]:
+            raise ValueError("this ConditionalGAN has no auxiliary classifier: build it with aux_weight > 0")
+        return self.auxiliary.head(self.auxiliary.features(images))
 
     @property
     def num_classes(self) -> int:
@@ -557,8 +585,25 @@ class ConditionalGAN(DCGAN):
         x, y = batch
         real = self.check_batch(x)
         # fakes get the real batch's labels, so D cannot tell them apart by the label histogram
-        return self.adversarial_step(real, lambda: self.generate(self.latent(len(real)), y),
-                                     lambda images: self.critic(images, y), optimizers)
+        if not self.config["aux_weight"]:
+            return self.adversarial_step(real, lambda: self.generate(self.latent(len(real)), y),
+                                         lambda images: self.critic(images, y), optimizers)
+        opt_d, opt_g = optimizers
+        weight, game = self.config["aux_weight"], "classification" if self.config["loss"] == "classification" else "log"
+        fake = self.generate(self.latent(len(real)), y)
+        # the classifier learns from real images only, so fakes cannot teach it their mistakes
+        aux_d = F.cross_entropy(self.class_logits(real), y)
+        d_loss = discriminator_loss(self.critic(real, y), self.critic(fake.detach(), y), game) + weight * aux_d
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        aux_g = F.cross_entropy(self.class_logits(fake), y)
+        g_loss = generator_loss(self.critic(fake, y), self.config["loss"]) + weight * aux_g
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "aux_real": aux_d.detach(),
+                "aux_fake": aux_g.detach()}
 
     def loss(self, batch) -> torch.Tensor:
         x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)

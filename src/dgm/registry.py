@@ -317,10 +317,12 @@ register(ModelSpec(
 register(ModelSpec(
     name="cgan",
     cls=ConditionalGAN,
-    config_for=_gan_image_config,
+    # AC-GAN's auxiliary classifier, weight 10 (digits, seeds 0-2: 94/94/90 % class accuracy; 85 % without)
+    config_for=lambda info: {**_gan_image_config(info), "aux_weight": 10.0},
     data_kinds=("grey", "categorical"),
     train={"max_steps": 1500, "batch_size": 64, "lr": 5e-4, "eval_every": 100, "patience": None},
-    description="conditional DCGAN: one-hot digit label into generator and discriminator (ch. 4)",
+    description="conditional DCGAN: one-hot digit label into G and D, AC-GAN auxiliary classifier "
+                "(--set aux_weight=0 for the plain one) (ch. 4)",
     labels=True,
 ))
 register(ModelSpec(
