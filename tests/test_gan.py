@@ -293,6 +293,22 @@ def test_cyclegan_translates_and_reports_paired_errors():
         model.translate(x, "ba2")
 
 
+def test_cyclegan_learns_both_directions_on_a_toy_task():
+    # thin = single bright pixels, bold = their 3x3 squares; both generators must learn, and
+    # G_BA must not collapse to black (the failure of a sigmoid-output translator: cycle error
+    # then equals the mean brightness of the input)
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 8, 8)
+    x.view(64, -1)[torch.arange(64), torch.randint(64, (64,))] = 1.0
+    model = gan.CycleGAN(shape=(1, 8, 8), channels=8, disc_channels=4)
+    fit(model, x, None, max_steps=300, batch_size=32, lr=2e-3, progress=False, device="cpu")
+    metrics = model.evaluate(x)
+    with torch.no_grad():
+        back = model.translate(gan.embolden(x), "ba")
+    assert metrics["cycle_l1"] < 0.5 * float(x.mean()), metrics
+    assert float((back - x).abs().mean()) < 0.5 * float((gan.embolden(x) - x).abs().mean())
+
+
 def test_embolden_thickens_strokes():
     x = torch.zeros(1, 1, 8, 8)
     x[0, 0, 4, 4] = 1.0
