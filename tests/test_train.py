@@ -151,3 +151,16 @@ def test_bad_arguments_say_what_to_fix(kwargs, message):
 def test_not_a_generative_model_is_rejected():
     with pytest.raises(TypeError, match="GenerativeModel"):
         fit(nn.Linear(2, 2), torch.zeros(4, 2), max_steps=1)
+
+
+def test_learning_rate_factor_is_relative_to_the_starting_rate():
+    from dgm.base import set_learning_rate_factor
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    set_learning_rate_factor([opt], 0.5)
+    set_learning_rate_factor([opt], 0.25)  # relative to 0.2, not to the 0.1 set before
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    set_learning_rate_factor([opt], 1.0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match=">= 0"):
+        set_learning_rate_factor([opt], -0.1)

@@ -139,6 +139,21 @@ class GenerativeModel(nn.Module):
         return torch.device("cpu")
 
 
+def set_learning_rate_factor(optimizers: list[torch.optim.Optimizer], factor: float) -> None:
+    """One step of a learning-rate schedule: every parameter group's rate becomes ``factor`` times
+    the rate it had the first time this was called (remembered as ``start_lr`` in the group).
+
+    Models whose defaults include a schedule call this at the start of ``training_step`` with the
+    factor for the current step, so the trainer stays schedule-free.
+    """
+    if not factor >= 0:
+        raise ValueError(f"a learning-rate factor must be >= 0, got {factor}")
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group.setdefault("start_lr", group["lr"])
+            group["lr"] = group["start_lr"] * factor
+
+
 def check_positive_int(name: str, value: Any) -> int:
     """Return ``value`` as an int if it is a positive integer, else raise a helpful error."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

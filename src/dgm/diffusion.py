@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import GenerativeModel, check_levels, check_positive_int
+from .base import GenerativeModel, check_levels, check_positive_int, set_learning_rate_factor
 
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddpm", "ddim")
@@ -547,10 +547,7 @@ class DDPM(GenerativeModel):
         """
         if self.lr_decay_steps:
             progress = min(getattr(self, "_steps_taken", 0) / self.lr_decay_steps, 1.0)
-            for opt in optimizers:
-                for group in opt.param_groups:
-                    group.setdefault("start_lr", group["lr"])
-                    group["lr"] = group["start_lr"] * 0.5 * (1 + math.cos(math.pi * progress))
+            set_learning_rate_factor(optimizers, 0.5 * (1 + math.cos(math.pi * progress)))
         self._steps_taken = getattr(self, "_steps_taken", 0) + 1
         losses = super().training_step(x, optimizers)
         with torch.no_grad():

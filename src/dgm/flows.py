@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .autoregressive import MaskedLinear, made_degrees, made_masks
-from .base import GenerativeModel, check_levels, check_positive_int
+from .base import GenerativeModel, check_levels, check_positive_int, set_learning_rate_factor
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -716,10 +716,7 @@ class FlowModel(GenerativeModel):
     def training_step(self, x: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
         """The default step, after setting the decayed learning rate ``lr * 0.5 ** (step / lr_halflife)``."""
         if self.lr_halflife:
-            for opt in optimizers:
-                for group in opt.param_groups:
-                    group.setdefault("start_lr", group["lr"])
-                    group["lr"] = group["start_lr"] * 0.5 ** (self._steps_taken / self.lr_halflife)
+            set_learning_rate_factor(optimizers, 0.5 ** (self._steps_taken / self.lr_halflife))
         self._steps_taken = getattr(self, "_steps_taken", 0) + 1
         return super().training_step(x, optimizers)
 
