@@ -12,8 +12,9 @@ import torch
 
 from dgm import data, registry
 from dgm.flows import (
-    IAF, MAF, ActNorm, AffineCoupling, Composition, IAFLayer, Logit, LULinear, MAFLayer, MarginalCDF, Permutation,
-    Planar, RealNVP, SplineCoupling, alternating_mask, bounded_log_scale, rational_quadratic_spline,
+    IAF, MAF, ActNorm, AffineCoupling, Composition, GaussianMixtureBase, IAFLayer, Logit, LULinear, MAFLayer,
+    MarginalCDF, Permutation, Planar, RealNVP, SplineCoupling, alternating_mask, bounded_log_scale,
+    rational_quadratic_spline,
 )
 from dgm.train import fit
 
@@ -139,9 +140,11 @@ def _grid_mass(model, lim: float = 6.0, n: int = 601) -> float:
 
 
 NSF = lambda shape, **kw: RealNVP(shape, coupling="spline", **kw)  # noqa: E731
+MIXTURE_BASE = lambda shape, **kw: RealNVP(shape, base_components=5, **kw)  # noqa: E731
 
 
-@pytest.mark.parametrize("cls", [RealNVP, MAF, IAF, NSF], ids=["realnvp", "maf", "iaf", "nsf"])
+@pytest.mark.parametrize("cls", [RealNVP, MAF, IAF, NSF, MIXTURE_BASE],
+                         ids=["realnvp", "maf", "iaf", "nsf", "realnvp-mixture-base"])
 def test_a_2d_flow_density_integrates_to_one(cls):
     torch.manual_seed(0)
     model = cls((2,), num_blocks=3, hidden_size=16).double()
@@ -164,6 +167,39 @@ def test_the_integral_check_would_catch_a_missing_logdet():
     assert abs(_grid_mass(model, lim=10.0, n=801) - 1) < 0.01
     no_logdet = type("M", (), {"log_prob": lambda self, x: NoLogdet()(x)})()
     assert abs(_grid_mass(no_logdet, lim=10.0, n=801) - 1) > 0.05
+
+
+def test_mixture_base_matches_torch_distributions_and_samples_its_components():
+    torch.manual_seed(0)
+    base = _perturb(GaussianMixtureBase(3, components=4).double(), scale=0.7)
+    mixture = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=base.logits),
+        torch.distributions.Independent(torch.distributions.Normal(base.means, base.log_scales.exp()), 1))
+    z = 2 * torch.randn(50, 3, dtype=torch.float64)
+    assert torch.allclose(base.log_prob(z), mixture.log_prob(z), atol=1e-10)
+    draws = base.sample(200_000)
+    weights = torch.softmax(base.logits, 0)
+    assert draws.shape == (200_000, 3)
+    expected_mean = (weights[:, None] * base.means).sum(0)
+    assert torch.allclose(draws.mean(0), expected_mean, atol=4 * float(mixture.variance.max().sqrt()) / 200_000 ** 0.5)
+    # the log-density gradient reaches every parameter (the mixture is learned)
+    base.log_prob(z).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in base.parameters())
+
+
+def test_mixture_base_means_start_on_training_points_in_z():
+    x = data.load("ring", "train", n=500).x
+    model = RealNVP((2,), num_blocks=2, hidden_size=8, base_components=6)
+    model.initialize(x)
+    z, _ = model.flow(x[:2000])
+    # every mean is the image of a training point; a model sampled right away lands near the data
+    gaps = (model.mixture.means[:, None, :] - z[None]).norm(dim=2).detach()  # (components, N)
+    assert gaps.min(1).values.max() < 1e-6
+    assert model.sample(7).shape == (7, 2)
+    with pytest.raises(ValueError, match="base_components must be >= 0"):
+        RealNVP((2,), base_components=-1)
+    with pytest.raises(ValueError, match="at least 6 examples"):
+        model.mixture.initialize_from(torch.randn(3, 2))
 
 
 # ---------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """Chapter 5's models: normalizing flows.
 
 A flow is an invertible map ``f`` from data ``x`` to a latent ``z = f(x)``
-with a simple base density (a standard normal). The change of variables
-formula gives the exact density of the data,
+with a simple base density ``p_Z`` (a standard normal, or a learned mixture of
+Gaussians: :class:`GaussianMixtureBase`). The change of variables formula
+gives the exact density of the data,
 
-    log p(x) = log N(f(x); 0, I) + log |det df/dx|,
+    log p(x) = log p_Z(f(x)) + log |det df/dx|,
 
-and sampling runs the map backwards, ``x = f^{-1}(z)`` with ``z ~ N(0, I)``.
+and sampling runs the map backwards, ``x = f^{-1}(z)`` with ``z ~ p_Z``.
 ``f`` is a composition of layers, so the log-determinant is the sum of the
 layers' log-determinants.
 
@@ -67,6 +68,42 @@ def bounded_log_scale(raw: torch.Tensor, bound: float) -> torch.Tensor:
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """``log N(z; 0, I)`` of each row of ``z`` ``(B, D)`` -> ``(B,)``."""
     return -0.5 * (z.pow(2).sum(1) + z.shape[1] * _LOG_2PI)
+
+
+class GaussianMixtureBase(nn.Module):
+    """A learned base density ``p(z) = sum_k pi_k N(z; mu_k, diag(sigma_k^2))`` for a flow.
+
+    A flow is a continuous bijection, so from one Gaussian it cannot make separate
+    islands of mass: it leaves thin bridges between them. With a mixture as the
+    base, each island can come from its own component and the layers only have to
+    shape it. The means start at ``components`` training points mapped into
+    ``z`` (:meth:`initialize_from`), the scales at 0.5, the weights equal.
+    """
+
+    def __init__(self, dim: int, components: int) -> None:
+        super().__init__()
+        check_positive_int("components", components)
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.means = nn.Parameter(torch.zeros(components, dim))
+        self.log_scales = nn.Parameter(torch.full((components, dim), math.log(0.5)))
+
+    @torch.no_grad()
+    def initialize_from(self, z: torch.Tensor) -> None:
+        """Put the means on ``components`` rows of ``z`` ``(N, D)``, drawn with the global seed."""
+        if len(z) < len(self.means):
+            raise ValueError(f"need at least {len(self.means)} examples to place the mixture's means, got {len(z)}")
+        self.means.copy_(z[torch.randperm(len(z))[: len(self.means)]])
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``log p(z)`` of each row of ``z`` ``(B, D)`` -> ``(B,)``."""
+        scaled = (z[:, None, :] - self.means) * torch.exp(-self.log_scales)  # (B, K, D)
+        per_component = -0.5 * (scaled.pow(2) + _LOG_2PI).sum(2) - self.log_scales.sum(1)
+        return torch.logsumexp(per_component + torch.log_softmax(self.logits, 0), dim=1)
+
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` draws ``(n, D)``: a component by its weight, then its Gaussian."""
+        k = torch.multinomial(torch.softmax(self.logits, 0), n, replacement=True)
+        return self.means[k] + torch.exp(self.log_scales[k]) * torch.randn_like(self.means[k])
 
 
 def _check_vectors(x: torch.Tensor, dim: int, who: str) -> None:
@@ -626,7 +663,8 @@ class FlowModel(GenerativeModel):
 
     family = "normalizing flow (explicit, exact)"
 
-    def __init__(self, shape: Sequence[int], num_levels: int | None, alpha: float, marginals: bool) -> None:
+    def __init__(self, shape: Sequence[int], num_levels: int | None, alpha: float, marginals: bool,
+                 base_components: int = 0) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
         if not self.shape or min(self.shape) <= 0:
@@ -639,6 +677,10 @@ class FlowModel(GenerativeModel):
         self.prep: FlowLayer | None = None
         if num_levels is not None:
             self.prep = MarginalCDF(self.dim, num_levels) if marginals else Logit(alpha)
+        # the base density: N(0, I), or a learned Gaussian mixture (base_components > 0)
+        if base_components < 0:
+            raise ValueError(f"base_components must be >= 0 (0: a standard normal base), got {base_components}")
+        self.mixture = GaussianMixtureBase(self.dim, base_components) if base_components else None
         self.flow: Composition
 
     # ---- continuous density ----------------------------------------------------
@@ -657,7 +699,17 @@ class FlowModel(GenerativeModel):
             v, logdet = self.prep(v / self.num_levels)
             logdet = logdet - self.dim * math.log(self.num_levels)  # density of v = y / K -> density of y
         z, flow_logdet = self.flow(v)
-        return standard_normal_log_prob(z) + logdet + flow_logdet
+        return self.base_log_prob(z) + logdet + flow_logdet
+
+    def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``log p(z)`` of the base density, ``(B, D)`` -> ``(B,)``."""
+        return standard_normal_log_prob(z) if self.mixture is None else self.mixture.log_prob(z)
+
+    def base_sample(self, n: int) -> torch.Tensor:
+        """``n`` draws ``(n, D)`` from the base density."""
+        if self.mixture is None:
+            return torch.randn(n, self.dim, device=self.device, dtype=self._dtype())
+        return self.mixture.sample(n)
 
     def dequantized_log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         """One-draw estimate of ``E_u[log p(x + u)] <= log P(x)`` for integer levels ``x``: ``(B,)``."""
@@ -683,8 +735,7 @@ class FlowModel(GenerativeModel):
     def sample(self, n: int) -> torch.Tensor:
         """``n`` samples: points ``(n, D)``, or int64 levels ``(n, *shape)`` for images."""
         check_positive_int("n", n)
-        z = torch.randn(n, self.dim, device=self.device, dtype=self._dtype())
-        v, _ = self.flow.inverse(z)
+        v, _ = self.flow.inverse(self.base_sample(n))
         if self.prep is None:
             return v.view(n, *self.shape)
         v, _ = self.prep.inverse(v)
@@ -730,7 +781,8 @@ class FlowModel(GenerativeModel):
     @torch.no_grad()
     def initialize(self, x_train: torch.Tensor) -> None:
         """Data-dependent initialisation on (up to) 2000 training examples: the pixels'
-        CDFs (:class:`MarginalCDF`) from their frequencies, then each ActNorm."""
+        CDFs (:class:`MarginalCDF`) from their frequencies, then each ActNorm, then the
+        mixture base's means (on examples mapped to ``z``)."""
         x = x_train[:2000]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
@@ -746,6 +798,10 @@ class FlowModel(GenerativeModel):
             if isinstance(layer, ActNorm):
                 layer.initialize_from(h)
             h, _ = layer(h)
+        if self.mixture is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self.mixture.initialize_from(h)
 
 
 def _check_flow_sizes(num_blocks: int, hidden_size: int, num_hidden_layers: int) -> None:
@@ -774,6 +830,8 @@ class RealNVP(FlowModel):
             spline flow; CLI name ``nsf``).
         lr_halflife: training halves the learning rate every this many
             steps (0: constant).
+        base_components: 0 for the standard normal base; ``K > 0`` for a
+            learned mixture of ``K`` Gaussians (:class:`GaussianMixtureBase`).
     """
 
     family = "normalizing flow: RealNVP (explicit, exact)"
@@ -781,8 +839,9 @@ class RealNVP(FlowModel):
     def __init__(self, shape: Sequence[int], num_levels: int | None = None, num_blocks: int = 8,
                  hidden_size: int = 128, num_hidden_layers: int = 2, scale_bound: float = 3.0,
                  lu: bool = True, marginals: bool = True, alpha: float = 0.05, coupling: str = "affine",
-                 num_bins: int = 8, tail_bound: float = 4.0, lr_halflife: float = 0.0) -> None:
-        super().__init__(shape, num_levels, alpha, marginals)
+                 num_bins: int = 8, tail_bound: float = 4.0, lr_halflife: float = 0.0,
+                 base_components: int = 0) -> None:
+        super().__init__(shape, num_levels, alpha, marginals, base_components)
         _check_flow_sizes(num_blocks, hidden_size, num_hidden_layers)
         if coupling not in ("affine", "spline"):
             raise ValueError(f"coupling must be 'affine' (RealNVP) or 'spline' (neural spline flow), got {coupling!r}")
@@ -790,7 +849,8 @@ class RealNVP(FlowModel):
                        "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
                        "scale_bound": float(scale_bound), "lu": bool(lu), "marginals": bool(marginals),
                        "alpha": float(alpha), "coupling": coupling, "num_bins": num_bins,
-                       "tail_bound": float(tail_bound), "lr_halflife": float(lr_halflife)}
+                       "tail_bound": float(tail_bound), "lr_halflife": float(lr_halflife),
+                       "base_components": base_components}
         if lr_halflife < 0:
             raise ValueError(f"lr_halflife must be >= 0 steps (0: constant learning rate), got {lr_halflife}")
         self.lr_halflife = float(lr_halflife)

@@ -349,13 +349,23 @@ def _flow_config(info: dict) -> dict:
     return config
 
 
+def _realnvp_config(info: dict) -> dict:
+    """Points: a base of 16 learned Gaussians, so separate islands of mass need no bridges (110 s on
+    ring, seeds 0-2: 0.012 / 0.001 / 0.021 nats above the entropy; with N(0, I) the median was 0.113)."""
+    config = _flow_config(info)
+    if info["kind"] == "points":
+        config["base_components"] = 16
+    return config
+
+
 register(ModelSpec(
     name="realnvp",
     cls=RealNVP,
-    config_for=_flow_config,
+    config_for=_realnvp_config,
     data_kinds=("points", "categorical"),
     train={"budget_seconds": 110, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
-    description="RealNVP: affine couplings + ActNorm + LU linear maps; images dequantised (ch. 5)",
+    description="RealNVP: affine couplings + ActNorm + LU linear maps; points: a 16-Gaussian base "
+                "(--set base_components=0 for N(0, I)); images dequantised (ch. 5)",
 ))
 register(ModelSpec(
     name="nsf",
