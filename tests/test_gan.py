@@ -187,8 +187,24 @@ def test_packing_puts_pack_samples_in_one_row():
     assert torch.equal(packed[1], torch.tensor([6.0, 7, 8, 9, 10, 11]))
 
 
+def test_gan_learning_rates_follow_the_half_cosine_and_restart_with_a_new_fit():
+    x = torch.randn(256, 2)
+    model = gan.GAN(hidden=8, depth=1, pack=1, lr_decay_steps=4)
+    rates = []
+    for _ in range(2):  # a second fit starts its schedule again
+        optimizers = model.configure_optimizers(0.01)
+        for _ in range(6):
+            model.training_step(x[:64], optimizers)
+            rates.append([group["lr"] for opt in optimizers for group in opt.param_groups])
+    expected = [0.01 * 0.5 * (1 + math.cos(math.pi * min(k / 4, 1))) for k in range(6)]
+    assert [r[0] for r in rates] == pytest.approx(expected * 2)
+    assert all(r == pytest.approx([r[0]] * len(r)) for r in rates)  # D and G together
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"loss": "wasserstein"}, "loss must be one of"),
+    ({"lr_decay_steps": -1}, "lr_decay_steps"),
+    ({"lr_decay_steps": 100, "lr_decay": 0.5}, "one learning-rate schedule"),
     ({"pack": 0}, "pack must be a positive integer"),
     ({"r1": -1.0}, "r1"),
     ({"latent_components": -2}, "latent_components"),

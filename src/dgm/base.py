@@ -154,6 +154,14 @@ def set_learning_rate_factor(optimizers: list[torch.optim.Optimizer], factor: fl
             group["lr"] = group["start_lr"] * factor
 
 
+def half_cosine_factor(step: int, total_steps: int) -> float:
+    """The factor ``(1 + cos(pi * min(step / total_steps, 1))) / 2`` of a half-cosine schedule:
+    1 at step 0, 0 from ``total_steps`` on (use with :func:`set_learning_rate_factor`)."""
+    if total_steps <= 0:
+        raise ValueError(f"a half-cosine schedule needs total_steps > 0, got {total_steps}")
+    return 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0)))
+
+
 def check_positive_int(name: str, value: Any) -> int:
     """Return ``value`` as an int if it is a positive integer, else raise a helpful error."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

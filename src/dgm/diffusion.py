@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import GenerativeModel, check_levels, check_positive_int, set_learning_rate_factor
+from .base import GenerativeModel, check_levels, check_positive_int, half_cosine_factor, set_learning_rate_factor
 
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddpm", "ddim")
@@ -546,8 +546,8 @@ class DDPM(GenerativeModel):
         start value to 0 over that many steps (and stays at 0 after them).
         """
         if self.lr_decay_steps:
-            progress = min(getattr(self, "_steps_taken", 0) / self.lr_decay_steps, 1.0)
-            set_learning_rate_factor(optimizers, 0.5 * (1 + math.cos(math.pi * progress)))
+            set_learning_rate_factor(optimizers, half_cosine_factor(getattr(self, "_steps_taken", 0),
+                                                                    self.lr_decay_steps))
         self._steps_taken = getattr(self, "_steps_taken", 0) + 1
         losses = super().training_step(x, optimizers)
         with torch.no_grad():

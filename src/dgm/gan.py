@@ -47,7 +47,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import GenerativeModel, check_positive_int
+from .base import GenerativeModel, check_positive_int, half_cosine_factor, set_learning_rate_factor
 
 GENERATOR_LOSSES = ("classification", "saturating", "nonsaturating", "feature_matching", "denoising")
 
@@ -148,6 +148,7 @@ class AdversarialModel(GenerativeModel):
     def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
         # beta1 = 0.5 (Radford et al. 2016): less momentum keeps the two players from overshooting
         betas = (0.5, 0.999)
+        self._steps_taken = 0  # a new fit starts any learning-rate schedule again
         return [torch.optim.Adam(self.discriminator_parameters(), lr=lr, betas=betas),
                 torch.optim.Adam(self.generator_parameters(), lr=lr, betas=betas)]
 
@@ -193,6 +194,10 @@ class GAN(AdversarialModel):
         lr_decay: both learning rates are multiplied by this every 1000 steps
             (1 = constant); a shrinking step lets the players settle on the
             modes instead of circling around them.
+        lr_decay_steps: both learning rates fall along a half cosine to 0 over
+            this many steps (0 = off), as in :class:`dgm.diffusion.DDPM`: a long
+            run at a high rate can end in a collapse, one that ends at rate 0
+            settles.
         ema: generator weight averaging (Yazici et al. 2019): ``0`` = off;
             ``beta`` in ``(0, 1)`` keeps an exponential moving average of G's
             weights (and the latent mixture's), ``avg <- beta avg + (1 - beta) w``
@@ -208,7 +213,7 @@ class GAN(AdversarialModel):
     def __init__(self, dim: int = 2, latent_dim: int = 2, hidden: int = 256, depth: int = 3,
                  loss: str = "nonsaturating", pack: int = 2, r1: float = 0.0, d_steps: int = 1,
                  latent_components: int = 0, lr_decay: float = 1.0, ema: float = 0.0,
-                 latent_scale: float = 0.2):
+                 latent_scale: float = 0.2, lr_decay_steps: int = 0):
         super().__init__()
         for name, value in (("dim", dim), ("latent_dim", latent_dim), ("hidden", hidden), ("depth", depth),
                             ("pack", pack), ("d_steps", d_steps)):
@@ -217,6 +222,10 @@ class GAN(AdversarialModel):
             raise ValueError(f"loss must be one of {', '.join(GENERATOR_LOSSES)}, got {loss!r}")
         if r1 < 0:
             raise ValueError(f"r1 (gradient penalty weight) must be >= 0, got {r1}")
+        if isinstance(lr_decay_steps, bool) or not isinstance(lr_decay_steps, int) or lr_decay_steps < 0:
+            raise ValueError(f"lr_decay_steps must be an integer >= 0 (0 = constant rates), got {lr_decay_steps!r}")
+        if lr_decay_steps and lr_decay != 1.0:
+            raise ValueError("set one learning-rate schedule: lr_decay (per 1000 steps) or lr_decay_steps (half cosine)")
         if not latent_scale > 0:
             raise ValueError(f"latent_scale (initial std of the latent mixture's components) must be > 0, got {latent_scale}")
         if not 0 <= ema < 1:
@@ -228,7 +237,7 @@ class GAN(AdversarialModel):
         self.config = dict(dim=dim, latent_dim=latent_dim, hidden=hidden, depth=depth, loss=loss,
                            pack=pack, r1=float(r1), d_steps=d_steps, latent_components=latent_components,
                            lr_decay=float(lr_decay), ema=float(ema),
-                           latent_scale=float(latent_scale))
+                           latent_scale=float(latent_scale), lr_decay_steps=lr_decay_steps)
         if latent_components:
             # DeLiGAN's initialisation: means uniform in [-1, 1], scales latent_scale (0.2); both trained with G
             self.latent_means = nn.Parameter(torch.rand(latent_components, latent_dim) * 2 - 1)
@@ -328,6 +337,9 @@ class GAN(AdversarialModel):
             raise ValueError(f"batch of {len(x)} is too small for pack={self.config['pack']}; use a larger batch")
         opt_d, opt_g = optimizers
         decay_learning_rates(optimizers, self.config["lr_decay"])
+        if self.config["lr_decay_steps"]:
+            set_learning_rate_factor(optimizers, half_cosine_factor(self._steps_taken, self.config["lr_decay_steps"]))
+        self._steps_taken += 1
         loss_name = self.config["loss"]
         game = "classification" if loss_name == "classification" else "log"
         for _ in range(self.config["d_steps"]):
