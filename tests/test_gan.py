@@ -1,6 +1,7 @@
 """Chapter 4: the GAN losses against the theory (optimal discriminator, -log 4 + 2 JSD,
 saturating vs non-saturating gradients), the models' API, and the trainer's labelled batches."""
 
+import json
 import math
 
 import numpy as np
@@ -356,6 +357,25 @@ def test_fit_batches_labels_with_their_examples():
         assert torch.equal(xb[:, 0].long(), yb)  # each label stays with its example
     with pytest.raises(ValueError, match="pair"):
         fit(Recorder(), (x, y[:10]), None, max_steps=1, progress=False)
+
+
+def test_the_mode_collapse_tables_default_rows_come_from_the_current_default():
+    """Chapter 4 reads data/gan_mode_collapse.jsonl; when the CLI's default changes, its rows must be remade."""
+    from pathlib import Path
+
+    from dgm import data
+
+    rows = [json.loads(line) for line in
+            (Path(__file__).parents[1] / "data" / "gan_mode_collapse.jsonl").read_text().splitlines() if line.strip()]
+    defaults = [r for r in rows if r["variant"].endswith("(default)")]
+    assert {r["data"] for r in defaults} == {"ring-sharp", "grid-sharp"}
+    spec = registry.get("gan")
+    for data_name in ("ring-sharp", "grid-sharp"):
+        group = [r for r in defaults if r["data"] == data_name]
+        assert sorted(r["seed"] for r in group) == list(range(10))
+        model = registry.build("gan", data.load(data_name, "val").info())
+        assert {r["params"] for r in group} == {sum(p.numel() for p in model.parameters())}
+        assert {r["steps"] for r in group} == {spec.train["max_steps"]}
 
 
 def test_registry_builds_the_chapter_models():

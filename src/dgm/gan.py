@@ -203,7 +203,7 @@ class GAN(AdversarialModel):
             weights (and the latent mixture's), ``avg <- beta avg + (1 - beta) w``
             after every G step, and ``sample`` uses the average. ``beta`` ramps up
             as ``min(ema, (1 + t) / (10 + t))`` after ``t`` updates, so the random
-            start is forgotten (over 3,000 steps the ramp, not ``ema``, sets it:
+            start is forgotten (over 4,500 steps the ramp, not ``ema``, sets it:
             the average weighs step t by about t^8, mostly the last fifth of training). The raw G
             jitters around the equilibrium as the two players chase each
             other; the average sits near its centre, so samples land on the
