@@ -338,8 +338,9 @@ class GAN(AdversarialModel):
         opt_d, opt_g = optimizers
         decay_learning_rates(optimizers, self.config["lr_decay"])
         if self.config["lr_decay_steps"]:
-            set_learning_rate_factor(optimizers, half_cosine_factor(self._steps_taken, self.config["lr_decay_steps"]))
-        self._steps_taken += 1
+            set_learning_rate_factor(optimizers, half_cosine_factor(getattr(self, "_steps_taken", 0),
+                                                                    self.config["lr_decay_steps"]))
+        self._steps_taken = getattr(self, "_steps_taken", 0) + 1
         loss_name = self.config["loss"]
         game = "classification" if loss_name == "classification" else "log"
         for _ in range(self.config["d_steps"]):

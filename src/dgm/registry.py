@@ -311,7 +311,8 @@ register(ModelSpec(
     data_kinds=("points",),
     train={"max_steps": 4500, "batch_size": 256, "lr": 3e-3, "eval_every": 250, "patience": None},
     description="GAN of MLPs for 2-D points; --set loss=saturating|nonsaturating|classification|"
-                "feature_matching|denoising pack=M r1=G latent_components=K ema=B hidden=H (ch. 4)",
+                "feature_matching|denoising pack=M r1=G latent_components=K ema=B hidden=H "
+                "lr_decay_steps=N (set N to --steps; 0 = constant rates) (ch. 4)",
 ))
 register(ModelSpec(
     name="dcgan",
