@@ -202,6 +202,17 @@ def test_gan_learning_rates_follow_the_half_cosine_and_restart_with_a_new_fit():
     assert all(r == pytest.approx([r[0]] * len(r)) for r in rates)  # D and G together
 
 
+def test_gan_lr_decay_multiplies_the_rates_by_its_value_every_1000_steps():
+    model = gan.GAN(hidden=8, depth=1, pack=1, lr_decay=0.5)
+    optimizers = model.configure_optimizers(0.01)
+    x = torch.randn(64, 2)
+    rates = []
+    for _ in range(4):
+        model.training_step(x, optimizers)
+        rates.append([group["lr"] for opt in optimizers for group in opt.param_groups])
+    assert rates == [pytest.approx([0.01 * 0.5 ** (k / 1000)] * 2) for k in range(4)]
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"loss": "wasserstein"}, "loss must be one of"),
     ({"lr_decay_steps": -1}, "lr_decay_steps"),

@@ -126,16 +126,6 @@ class MLPDiscriminator(nn.Module):
         return self.head(self.body(x)).squeeze(-1)
 
 
-def decay_learning_rates(optimizers: list[torch.optim.Optimizer], decay_per_1000: float) -> None:
-    """Multiply every learning rate by ``decay_per_1000 ** (1 / 1000)``: call once per step."""
-    if decay_per_1000 == 1.0:
-        return
-    factor = decay_per_1000 ** 0.001
-    for opt in optimizers:
-        for group in opt.param_groups:
-            group["lr"] *= factor
-
-
 class AdversarialModel(GenerativeModel):
     """What every GAN here shares: two optimizers, the alternating step, no validation score.
 
@@ -336,11 +326,12 @@ class GAN(AdversarialModel):
         if len(x) < 2 * self.config["pack"]:
             raise ValueError(f"batch of {len(x)} is too small for pack={self.config['pack']}; use a larger batch")
         opt_d, opt_g = optimizers
-        decay_learning_rates(optimizers, self.config["lr_decay"])
+        step = getattr(self, "_steps_taken", 0)
+        if self.config["lr_decay"] != 1.0:
+            set_learning_rate_factor(optimizers, self.config["lr_decay"] ** (step / 1000))
         if self.config["lr_decay_steps"]:
-            set_learning_rate_factor(optimizers, half_cosine_factor(getattr(self, "_steps_taken", 0),
-                                                                    self.config["lr_decay_steps"]))
-        self._steps_taken = getattr(self, "_steps_taken", 0) + 1
+            set_learning_rate_factor(optimizers, half_cosine_factor(step, self.config["lr_decay_steps"]))
+        self._steps_taken = step + 1
         loss_name = self.config["loss"]
         game = "classification" if loss_name == "classification" else "log"
         for _ in range(self.config["d_steps"]):
@@ -489,20 +480,35 @@ class DCGAN(AdversarialModel):
                              f"got {tuple(x.shape)}")
         return self.to_unit(x)
 
-    def adversarial_step(self, real: torch.Tensor, fake_fn, critic, optimizers) -> dict[str, torch.Tensor]:
-        """One D update and one G update; ``fake_fn()`` draws fakes, ``critic(images)`` gives logits."""
+    def adversarial_step(self, real: torch.Tensor, fake_fn, critic, optimizers,
+                         auxiliary_loss=None, auxiliary_weight: float = 0.0) -> dict[str, torch.Tensor]:
+        """One D update and one G update; ``fake_fn()`` draws fakes, ``critic(images)`` gives logits.
+
+        ``auxiliary_loss(images)``, if given, is a second loss both players minimise, each times
+        ``auxiliary_weight`` (AC-GAN's classifier): D on real images only, so fakes cannot teach
+        it their mistakes, G on its fakes. Its values are logged as ``aux_real`` and ``aux_fake``.
+        """
         opt_d, opt_g = optimizers
         game = "classification" if self.config["loss"] == "classification" else "log"
         fake = fake_fn()
+        logs = {}
+        if auxiliary_loss is not None:
+            logs["aux_real"] = auxiliary_loss(real)
         d_loss = discriminator_loss(critic(real), critic(fake.detach()), game)
+        if auxiliary_loss is not None:
+            d_loss = d_loss + auxiliary_weight * logs["aux_real"]
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
+        if auxiliary_loss is not None:
+            logs["aux_fake"] = auxiliary_loss(fake)
         g_loss = generator_loss(critic(fake), self.config["loss"])
+        if auxiliary_loss is not None:
+            g_loss = g_loss + auxiliary_weight * logs["aux_fake"]
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **{k: v.detach() for k, v in logs.items()}}
 
     def training_step(self, x: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
         real = self.check_batch(x)
@@ -598,25 +604,10 @@ class ConditionalGAN(DCGAN):
         x, y = batch
         real = self.check_batch(x)
         # fakes get the real batch's labels, so D cannot tell them apart by the label histogram
-        if not self.config["aux_weight"]:
-            return self.adversarial_step(real, lambda: self.generate(self.latent(len(real)), y),
-                                         lambda images: self.critic(images, y), optimizers)
-        opt_d, opt_g = optimizers
-        weight, game = self.config["aux_weight"], "classification" if self.config["loss"] == "classification" else "log"
-        fake = self.generate(self.latent(len(real)), y)
-        # the classifier learns from real images only, so fakes cannot teach it their mistakes
-        aux_d = F.cross_entropy(self.class_logits(real), y)
-        d_loss = discriminator_loss(self.critic(real, y), self.critic(fake.detach(), y), game) + weight * aux_d
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        aux_g = F.cross_entropy(self.class_logits(fake), y)
-        g_loss = generator_loss(self.critic(fake, y), self.config["loss"]) + weight * aux_g
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "aux_real": aux_d.detach(),
-                "aux_fake": aux_g.detach()}
+        weight = self.config["aux_weight"]
+        classifier_loss = (lambda images: F.cross_entropy(self.class_logits(images), y)) if weight else None
+        return self.adversarial_step(real, lambda: self.generate(self.latent(len(real)), y),
+                                     lambda images: self.critic(images, y), optimizers, classifier_loss, weight)
 
     def loss(self, batch) -> torch.Tensor:
         x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
