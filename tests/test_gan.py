@@ -213,8 +213,51 @@ def test_gan_lr_decay_multiplies_the_rates_by_its_value_every_1000_steps():
     assert rates == [pytest.approx([0.01 * 0.5 ** (k / 1000)] * 2) for k in range(4)]
 
 
+def test_latent_mixture_learns_at_its_own_rate_and_follows_the_schedule():
+    model = gan.GAN(hidden=8, depth=1, pack=1, latent_components=4, latent_lr=3.0, lr_decay_steps=4)
+    opt_d, opt_g = model.configure_optimizers(0.01)
+    assert [g["lr"] for g in opt_d.param_groups] == [0.01]
+    assert [g["lr"] for g in opt_g.param_groups] == [0.01, 0.03]
+    mixture = {id(model.latent_means), id(model.latent_log_scales)}
+    assert {id(p) for p in opt_g.param_groups[1]["params"]} == mixture
+    assert not mixture & {id(p) for p in opt_g.param_groups[0]["params"]}
+    # every G parameter is in exactly one group
+    assert sum(len(g["params"]) for g in opt_g.param_groups) == len(model.generator_parameters())
+    x = torch.randn(64, 2)
+    for _ in range(3):
+        model.training_step(x, [opt_d, opt_g])
+    factor = 0.5 * (1 + math.cos(math.pi * 2 / 4))  # the rates of the third step
+    assert [g["lr"] for g in opt_g.param_groups] == pytest.approx([0.01 * factor, 0.03 * factor])
+    # without a mixture there is nothing to give a rate: one group
+    plain = gan.GAN(hidden=8, depth=1, pack=1, latent_lr=3.0)
+    assert [g["lr"] for g in plain.configure_optimizers(0.01)[1].param_groups] == [0.01]
+
+
+def test_lazy_r1_applies_the_penalty_every_nth_step_with_n_times_the_weight(monkeypatch):
+    calls = []
+
+    def constant_penalty(discriminator, real):
+        calls.append(len(real))
+        return torch.tensor(1.0)  # no gradient: both models' weights stay equal, only d_loss differs
+
+    monkeypatch.setattr(gan, "r1_penalty", constant_penalty)
+    x = torch.randn(64, 2)
+    d_losses = {}
+    for r1 in (0.0, 0.2):
+        torch.manual_seed(0)
+        model = gan.GAN(hidden=8, depth=1, pack=1, r1=r1, r1_every=4)
+        optimizers = model.configure_optimizers(0.01)
+        d_losses[r1] = [float(model.training_step(x, optimizers)["d_loss"]) for _ in range(9)]
+    assert len(calls) == 3  # steps 0, 4 and 8 of the r1=0.2 run; none with r1=0
+    extra = [b - a for a, b in zip(d_losses[0.0], d_losses[0.2])]
+    expected = [0.5 * 0.2 * 4 if k % 4 == 0 else 0.0 for k in range(9)]
+    assert extra == pytest.approx(expected, abs=1e-6)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"loss": "wasserstein"}, "loss must be one of"),
+    ({"latent_lr": 0.0}, "latent_lr"),
+    ({"r1_every": 0}, "r1_every must be a positive integer"),
     ({"lr_decay_steps": -1}, "lr_decay_steps"),
     ({"lr_decay_steps": 100, "lr_decay": 0.5}, "one learning-rate schedule"),
     ({"pack": 0}, "pack must be a positive integer"),

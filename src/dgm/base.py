@@ -23,6 +23,7 @@ key names the CLI's JSON uses (without the ``test_`` prefix):
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -134,7 +135,8 @@ class GenerativeModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        for tensor in list(self.parameters()) + list(self.buffers()):
+        # the first tensor found, without listing them all: samplers ask on every step
+        for tensor in itertools.chain(self.parameters(), self.buffers()):
             return tensor.device
         return torch.device("cpu")
 
