@@ -186,7 +186,7 @@ class GAN(AdversarialModel):
         r1_every: lazy R1 (Karras et al. 2020): the penalty is computed on every
             ``r1_every``-th D step only, weighted ``r1_every`` times as much. Its
             double backward costs a third of a step; at 4 the run is about a
-            fifth faster and the average pull on D is unchanged.
+            sixth faster and the average pull on D is unchanged.
         d_steps: discriminator updates per generator update.
         latent_components: ``K > 0`` draws ``z`` from a learned mixture of
             ``K`` Gaussians (DeLiGAN, Gurumurthy et al. 2017) instead of one
