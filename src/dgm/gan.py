@@ -276,9 +276,8 @@ class GAN(AdversarialModel):
         """``avg <- beta avg + (1 - beta) w``; ``beta`` ramps up from 0 so the random start is forgotten."""
         t = int(self.ema_updates)
         beta = min(self.config["ema"], (1 + t) / (10 + t))
-        weights = self.generator_parameters()
-        averages = [getattr(self, f"ema_{i}") for i in range(len(weights))]
-        torch._foreach_lerp_(averages, [p.detach() for p in weights], 1 - beta)
+        weights = [p.detach() for p in self.generator_parameters()]
+        torch._foreach_lerp_(self.averaged_weights(), weights, 1 - beta)  # one call for all tensors
         self.ema_updates += 1
 
     def swap_in_average(self) -> None:
