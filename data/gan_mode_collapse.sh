@@ -8,6 +8,8 @@
 # The comparison variants run STEPS (default 1500) steps with the settings the table was made
 # with before the default changed (hidden=256, lr 1e-3, no R1, no weight average, constant rates), pinned here so
 # they reproduce; seeds 0..4. The default row is the CLI's own default (6000 steps), seeds 0..9.
+# Every run keeps its best weights by the validation Parzen score, scored every 500 steps
+# (GAN.validation_score; the JSON's best_step and val_score).
 # Runs one at a time with OMP_NUM_THREADS=1 (single-thread CPU seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +23,12 @@ declare -A VARIANTS=(
   ["feature matching"]="$OLD loss=feature_matching pack=1 latent_components=0"
   ["denoising feature matching"]="$OLD loss=denoising pack=1 latent_components=0"
   ["PacGAN2"]="$OLD pack=2 latent_components=0"
-  ["latent mixture + lazy R1 + weight average + cosine rate (default)"]=""
+  ["latent mixture + lazy R1 + weight average + cosine rate + best checkpoint (default)"]=""
 )
 declare -A DEFAULT_SEEDS=(
-  ["latent mixture + lazy R1 + weight average + cosine rate (default)"]="0 1 2 3 4 5 6 7 8 9"
+  ["latent mixture + lazy R1 + weight average + cosine rate + best checkpoint (default)"]="0 1 2 3 4 5 6 7 8 9"
 )
-VARIANT_NAMES=${VARIANT_NAMES:-"plain GAN|feature matching|denoising feature matching|PacGAN2|latent mixture + lazy R1 + weight average + cosine rate (default)"}
+VARIANT_NAMES=${VARIANT_NAMES:-"plain GAN|feature matching|denoising feature matching|PacGAN2|latent mixture + lazy R1 + weight average + cosine rate + best checkpoint (default)"}
 IFS='|' read -r -a NAMES <<< "$VARIANT_NAMES"
 for data in $DATASETS; do
   for variant in "${NAMES[@]}"; do

@@ -113,9 +113,9 @@ def test_gan_trains_with_every_loss_and_keeps_the_api(loss):
     x = torch.randn(512, 2)
     model = gan.GAN(hidden=16, depth=2, loss=loss, pack=2, r1=0.1, latent_components=4, lr_decay=0.9, ema=0.9)
     before = [p.detach().clone() for p in model.generator.parameters()]
-    history = fit(model, x, x[:100], max_steps=6, batch_size=64, eval_every=3, progress=False, device="cpu")
+    # no validation set: the last weights stay (with one, the best evaluation's would, maybe the first)
+    history = fit(model, x, None, max_steps=6, batch_size=64, eval_every=3, progress=False, device="cpu")
     assert set(history.train[-1][1]) == {"d_loss", "g_loss"}
-    assert history.val == []  # a GAN has no validation score
     assert any(not torch.equal(a, b) for a, b in zip(before, model.generator.parameters()))
     assert model.sample(7).shape == (7, 2)
     assert torch.isfinite(model.loss(x[:64]))  # D's loss on packed, standardised points
@@ -126,6 +126,84 @@ def test_gan_trains_with_every_loss_and_keeps_the_api(loss):
     a = model.sample(5)
     torch.manual_seed(0)
     assert torch.equal(a, clone.sample(5))
+
+
+def test_frozen_parameters_pass_gradients_through_but_take_none():
+    layer = nn.Linear(3, 1)
+    x = torch.randn(5, 3, requires_grad=True)
+    with gan.frozen(layer.parameters()):
+        out = layer(x).sum()
+    out.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # G still learns through D
+    assert all(p.grad is None for p in layer.parameters())  # D's weights got nothing
+    assert all(p.requires_grad for p in layer.parameters())  # and train again afterwards
+    with pytest.raises(RuntimeError):
+        with gan.frozen(layer.parameters()):
+            raise RuntimeError("a failing G step")
+    assert all(p.requires_grad for p in layer.parameters())
+
+
+def test_gan_validation_score_is_the_parzen_nll_at_the_best_bandwidth():
+    """Against scikit-learn's KernelDensity: the same Gaussian kernels, in the data's units."""
+    from sklearn.neighbors import KernelDensity
+
+    torch.manual_seed(0)
+    model = gan.GAN(hidden=8, depth=1, pack=1)
+    model.initialize(torch.randn(500, 2) * 3 + 1)  # data_scale about 3: the bandwidths are in its units
+    samples = torch.randn(model.parzen_samples, 2) * 2
+    model.sample = lambda n, averaged=True: samples[:n]  # the score reads exactly these points
+    held_out = torch.randn(300, 2) * 2
+    reference = min(
+        -KernelDensity(bandwidth=h * float(model.data_scale)).fit(samples.double().numpy())
+        .score_samples(held_out.double().numpy()).mean()
+        for h in model.parzen_bandwidths)
+    assert model.validation_score(held_out) == pytest.approx(reference, abs=1e-4)
+    with pytest.raises(ValueError, match="shape"):
+        model.validation_score(torch.randn(10, 3))
+
+
+def test_gan_validation_score_prefers_all_modes_and_sharp_ones():
+    """A dropped mode and samples between the modes both cost held-out likelihood."""
+    modes = torch.tensor([[-2.0, -2.0], [-2.0, 2.0], [2.0, -2.0], [2.0, 2.0]])
+
+    def score(sample_modes, spread):
+        torch.manual_seed(1)
+        model = gan.GAN(hidden=8, depth=1, pack=1)
+        model.initialize(modes.repeat(100, 1))
+        n = gan.GAN.parzen_samples
+        samples = sample_modes[torch.arange(n) % len(sample_modes)] + spread * torch.randn(n, 2)
+        model.sample = lambda k, averaged=True: samples[:k]
+        held_out = modes[torch.arange(400) % 4] + 0.05 * torch.randn(400, 2)
+        return model.validation_score(held_out)
+
+    all_modes = score(modes, 0.05)
+    assert all_modes < score(modes[:3], 0.05) - 1  # a missing mode: its points are far from every sample
+    assert all_modes < score(modes, 0.5) - 1  # blurred modes
+    assert all_modes < score(torch.cat([modes, torch.zeros(4, 2)]), 0.05)  # half the samples between modes
+
+
+def test_gan_validation_score_repeats_and_leaves_trainings_random_stream_alone():
+    torch.manual_seed(0)
+    model = gan.GAN(hidden=8, depth=1, pack=1, latent_components=3)
+    held_out = torch.randn(50, 2)
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    first = model.validation_score(held_out)
+    assert torch.equal(torch.rand(3), expected)
+    assert model.validation_score(held_out) == first  # the same latent draws at every evaluation
+
+
+def test_fit_keeps_the_gans_best_weights_by_the_parzen_score():
+    torch.manual_seed(0)
+    model = gan.GAN(hidden=16, depth=2, pack=1, latent_components=4, ema=0.9)
+    x = torch.randn(600, 2) * torch.tensor([1.0, 0.2])
+    history = fit(model, x[:500], x[500:], max_steps=40, batch_size=64, eval_every=5, progress=False, device="cpu")
+    scores = dict(history.val)
+    assert sorted(scores) == list(range(0, 41, 5)) and history.best_val == min(scores.values())
+    assert history.best_step == min(scores, key=scores.get)
+    # the weights left in the model, with their averages, are the best evaluation's
+    assert model.validation_score(x[500:]) == pytest.approx(history.best_val, abs=1e-6)
 
 
 def test_weight_average_follows_the_generator_and_is_what_sample_uses():

@@ -100,7 +100,7 @@ class GenerativeModel(nn.Module):
         """Lower-is-better number for early stopping on a validation batch.
 
         Defaults to the mean loss; a family with no meaningful validation loss
-        (a GAN) returns ``None`` and the trainer then keeps the last weights.
+        (the image GANs) returns ``None`` and the trainer then keeps the last weights.
         """
         return float(self.loss(x))
 

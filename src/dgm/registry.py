@@ -305,13 +305,14 @@ def _gan_points_config(info: dict) -> dict:
             "ema": 0.999, "lr_decay_steps": 6000}
 
 
-# GANs have no validation loss: fixed step counts, so a seed reproduces a run exactly
+# GANs run fixed step counts, so a seed reproduces a run exactly; the 2-D GAN keeps its best weights by
+# the Parzen score of the validation points every 500 steps (GAN.validation_score), the image GANs their last
 register(ModelSpec(
     name="gan",
     cls=GAN,
     config_for=_gan_points_config,
     data_kinds=("points",),
-    train={"max_steps": 6000, "batch_size": 256, "lr": 2e-3, "eval_every": 250, "patience": None},
+    train={"max_steps": 6000, "batch_size": 256, "lr": 2e-3, "eval_every": 500, "patience": None},
     description="GAN of MLPs for 2-D points; --set loss=saturating|nonsaturating|classification|"
                 "feature_matching|denoising pack=M r1=G r1_every=N latent_components=K latent_lr=F ema=B hidden=H "
                 "lr_decay_steps=N (set N to --steps; 0 = constant rates) (ch. 4)",
