@@ -102,7 +102,8 @@ def r1_penalty(discriminator: nn.Module, real: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def frozen(params: Iterable[torch.Tensor]) -> Iterator[None]:
     """Inside, ``params`` take no gradients (the graph still passes gradients through them to the
-    inputs): the G step needs D's input gradients, not its weights', a quarter of that backward."""
+    inputs): the G step needs D's input gradients, not its weights' (the MLP GAN's step is about 13 %
+    faster without them)."""
     params = [p for p in params if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
@@ -356,13 +357,12 @@ class GAN(AdversarialModel):
         best = -math.inf
         for h in self.parzen_bandwidths:
             # log of the kernel average, by hand: relative to the nearest sample, exponents clamped at -80
-            # (exp(-80) adds nothing to the sum; farther ones would be denormal floats, ten times slower)
+            # (exp(-80) adds nothing to the sum; farther ones would be denormal floats, about 7x slower)
             log_kernels = ((nearest - sq_dist) / (2 * h * h)).clamp_(min=-80.0)
             log_density = (log_kernels.exp().sum(1).log() - nearest[:, 0] / (2 * h * h)
                            - math.log(len(samples)) - 0.5 * dim * math.log(2 * math.pi * h * h))  # (B,)
             best = max(best, float(log_density.mean()))
-        nll = -best + dim * float(torch.log(scale))  # standardised units back to the data's
-        return float(nll)
+        return -best + dim * math.log(float(scale))  # standardised units back to the data's
 
     def discriminator_parameters(self):
         params = list(self.discriminator.parameters())
