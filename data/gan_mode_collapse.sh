@@ -7,7 +7,8 @@
 #
 # The comparison variants run STEPS (default 1500) steps with the settings the table was made
 # with before the default changed (hidden=256, lr 1e-3, no R1, no weight average, constant rates), pinned here so
-# they reproduce; seeds 0..4. The default row is the CLI's own default (6000 steps), seeds 0..9.
+# they reproduce; seeds 0..4. The default row is the CLI's own default (6000 steps), seeds 0..9; on
+# grid-sharp its R1 weight fades with the learning rate (r1_follows_lr).
 # Every run keeps its best weights by the validation Parzen score, scored every 500 steps
 # (GAN.validation_score; the JSON's best_step and val_score).
 # Runs one at a time with OMP_NUM_THREADS=1 (single-thread CPU seconds).

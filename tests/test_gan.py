@@ -11,7 +11,7 @@ from scipy import integrate, stats
 from torch import nn
 
 from dgm import gan, registry
-from dgm.base import GenerativeModel
+from dgm.base import GenerativeModel, half_cosine_factor
 from dgm.train import fit
 
 # ---- the theory in 1-D -------------------------------------------------------
@@ -259,6 +259,39 @@ def test_discriminator_step_does_not_touch_the_generator():
     assert all(torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()))
 
 
+def _adversarial_cases():
+    x = torch.rand(16, 1, 8, 8)
+    return [
+        ("gan", lambda: gan.GAN(hidden=16, depth=2, pack=1), torch.randn(64, 2)),
+        ("dcgan", lambda: gan.DCGAN(shape=(1, 8, 8), latent_dim=8, channels=4), x),
+        ("cgan", lambda: gan.ConditionalGAN(shape=(1, 8, 8), latent_dim=8, channels=4, aux_weight=1.0),
+         (x, torch.randint(0, 10, (16,)))),
+        ("cyclegan", lambda: gan.CycleGAN(shape=(1, 8, 8), channels=4, disc_channels=4), x),
+    ]
+
+
+@pytest.mark.parametrize("name,make,batch", _adversarial_cases(), ids=[c[0] for c in _adversarial_cases()])
+def test_generator_step_leaves_the_discriminators_gradients_alone(name, make, batch):
+    """D's weights are frozen during G's step: after a full step D's ``.grad`` is still what its own step
+    computed (without ``frozen``, G's backward would add to it, and spend time doing so)."""
+    torch.manual_seed(0)
+    model = make()
+    opt_d, opt_g = model.configure_optimizers(1e-3)
+    seen = {}
+    d_step = opt_d.step
+
+    def step_and_remember(*args, **kwargs):
+        seen["grads"] = [p.grad.clone() for p in model.discriminator_parameters() if p.grad is not None]
+        return d_step(*args, **kwargs)
+
+    opt_d.step = step_and_remember
+    model.training_step(batch, [opt_d, opt_g])
+    after = [p.grad for p in model.discriminator_parameters() if p.grad is not None]
+    assert seen["grads"] and len(after) == len(seen["grads"])
+    assert all(torch.equal(a, b) for a, b in zip(seen["grads"], after))
+    assert all(p.requires_grad for p in model.discriminator_parameters())
+
+
 def test_packing_puts_pack_samples_in_one_row():
     model = gan.GAN(hidden=8, depth=1, pack=3)
     x = torch.arange(20.0).view(10, 2)
@@ -333,6 +366,22 @@ def test_lazy_r1_applies_the_penalty_every_nth_step_with_n_times_the_weight(monk
     assert extra == pytest.approx(expected, abs=1e-6)
 
 
+def test_r1_can_fade_with_the_learning_rate(monkeypatch):
+    """``r1_follows_lr``: the penalty's weight at step k is ``r1`` times the rates' half-cosine factor."""
+    monkeypatch.setattr(gan, "r1_penalty", lambda discriminator, real: torch.tensor(1.0))
+    x = torch.randn(64, 2)
+    d_losses = {}
+    for r1, follows in ((0.0, False), (0.2, False), (0.2, True)):
+        torch.manual_seed(0)
+        model = gan.GAN(hidden=8, depth=1, pack=1, r1=r1, lr_decay_steps=8, r1_follows_lr=follows)
+        optimizers = model.configure_optimizers(0.01)
+        d_losses[r1, follows] = [float(model.training_step(x, optimizers)["d_loss"]) for _ in range(8)]
+    for follows in (False, True):
+        extra = [b - a for a, b in zip(d_losses[0.0, False], d_losses[0.2, follows])]
+        factors = [half_cosine_factor(k, 8) if follows else 1.0 for k in range(8)]
+        assert extra == pytest.approx([0.5 * 0.2 * f for f in factors], abs=1e-6)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"loss": "wasserstein"}, "loss must be one of"),
     ({"latent_lr": 0.0}, "latent_lr"),
@@ -345,6 +394,7 @@ def test_lazy_r1_applies_the_penalty_every_nth_step_with_n_times_the_weight(monk
     ({"lr_decay": 1.5}, "lr_decay"),
     ({"ema": 1.0}, "ema"),
     ({"latent_scale": 0.0}, "latent_scale"),
+    ({"r1_follows_lr": 1}, "r1_follows_lr must be True or False"),
 ])
 def test_gan_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
