@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Chapter 4's mode-collapse table: every run is `python -m dgm train gan` (the CLI's code path),
-# one line of JSON per run appended to data/gan_mode_collapse.jsonl with the variant's name added.
+# one line of JSON per run appended to data/gan_mode_collapse.jsonl with the variant's name and the
+# run's settings added.
 #
 #   bash data/gan_mode_collapse.sh                      # all data sets, variants and seeds
 #   SEEDS="0 1" DATASETS=ring-sharp VARIANT_NAMES="plain GAN" bash data/gan_mode_collapse.sh
@@ -29,6 +30,13 @@ declare -A VARIANTS=(
 declare -A DEFAULT_SEEDS=(
   ["latent mixture + lazy R1 + weight average + cosine rate + best checkpoint (default)"]="0 1 2 3 4 5 6 7 8 9"
 )
+# each JSON line gets the variant's name and, from the run's checkpoint, the model's settings and the
+# trainer's (so a test can tell when the CLI's default has moved away from the table's default rows)
+ADD_SETTINGS='import json, os, sys, torch
+r = json.loads(sys.stdin.read())
+checkpoint = torch.load(r["checkpoint"], weights_only=True)
+r.update(config=checkpoint["config"], train=checkpoint["train"], variant=os.environ["VARIANT"])
+print(json.dumps(r))'
 VARIANT_NAMES=${VARIANT_NAMES:-"plain GAN|feature matching|denoising feature matching|PacGAN2|latent mixture + lazy R1 + weight average + cosine rate + best checkpoint (default)"}
 IFS='|' read -r -a NAMES <<< "$VARIANT_NAMES"
 for data in $DATASETS; do
@@ -38,7 +46,7 @@ for data in $DATASETS; do
       OMP_NUM_THREADS=1 DGM_PROGRESS=off $PYTHON -m dgm train gan --data "$data" --seed "$seed" --device cpu \
           --out /tmp/gan_mode_collapse_runs ${VARIANTS[$variant]} \
         | tail -n 1 \
-        | VARIANT="$variant" $PYTHON -c 'import json, os, sys; r = json.loads(sys.stdin.read()); r["variant"] = os.environ["VARIANT"]; print(json.dumps(r))' \
+        | VARIANT="$variant" $PYTHON -c "$ADD_SETTINGS" \
         >> "$OUT"
     done
   done
