@@ -259,19 +259,17 @@ def test_discriminator_step_does_not_touch_the_generator():
     assert all(torch.equal(a, b) for a, b in zip(g_before, model.generator.parameters()))
 
 
-def _adversarial_cases():
-    x = torch.rand(16, 1, 8, 8)
-    return [
-        ("gan", lambda: gan.GAN(hidden=16, depth=2, pack=1), torch.randn(64, 2)),
-        ("dcgan", lambda: gan.DCGAN(shape=(1, 8, 8), latent_dim=8, channels=4), x),
-        ("cgan", lambda: gan.ConditionalGAN(shape=(1, 8, 8), latent_dim=8, channels=4, aux_weight=1.0),
-         (x, torch.randint(0, 10, (16,)))),
-        ("cyclegan", lambda: gan.CycleGAN(shape=(1, 8, 8), channels=4, disc_channels=4), x),
-    ]
+_IMAGES = torch.rand(16, 1, 8, 8)
 
 
-@pytest.mark.parametrize("name,make,batch", _adversarial_cases(), ids=[c[0] for c in _adversarial_cases()])
-def test_generator_step_leaves_the_discriminators_gradients_alone(name, make, batch):
+@pytest.mark.parametrize("make,batch", [
+    pytest.param(lambda: gan.GAN(hidden=16, depth=2, pack=1), torch.randn(64, 2), id="gan"),
+    pytest.param(lambda: gan.DCGAN(shape=(1, 8, 8), latent_dim=8, channels=4), _IMAGES, id="dcgan"),
+    pytest.param(lambda: gan.ConditionalGAN(shape=(1, 8, 8), latent_dim=8, channels=4, aux_weight=1.0),
+                 (_IMAGES, torch.randint(0, 10, (16,))), id="cgan"),
+    pytest.param(lambda: gan.CycleGAN(shape=(1, 8, 8), channels=4, disc_channels=4), _IMAGES, id="cyclegan"),
+])
+def test_generator_step_leaves_the_discriminators_gradients_alone(make, batch):
     """D's weights are frozen during G's step: after a full step D's ``.grad`` is still what its own step
     computed (without ``frozen``, G's backward would add to it, and spend time doing so)."""
     torch.manual_seed(0)
