@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import GenerativeModel, check_levels, check_positive_int
+from .base import DataSpec, GenerativeModel, check_levels, check_positive_int
 from .baselines import IndependentPixels
 
 ENCODINGS = ("onehot", "scaled")
@@ -138,6 +138,9 @@ class AutoregressiveModel(GenerativeModel):
     def _log_prob_of_levels(self, levels: torch.Tensor) -> torch.Tensor:
         log_p = self._logits_of_levels(levels).log_softmax(-1)  # (B, D, K)
         return log_p.gather(-1, levels.unsqueeze(-1)).squeeze(-1).sum(1)
+
+    def data_spec(self, method: str = "loss") -> DataSpec:
+        return DataSpec(tuple(self.shape), "levels", self.num_levels)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact ``log p(x)`` in nats, ``(B,)``: the sum of the ``D`` conditional log-probabilities."""

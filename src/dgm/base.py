@@ -23,12 +23,134 @@ key names the CLI's JSON uses (without the ``test_`` prefix):
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import math
-from typing import Any
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model accepts at its door: one example's ``shape`` and the kind of values.
+
+    ``kind``: ``"levels"`` (integers ``0..num_levels-1``, as int64 or as floats that hold integers),
+    ``"binary"`` (0/1), ``"unit"`` (grey values in ``[0, 1]``), ``"dequantized"`` (levels plus uniform
+    noise: reals in ``[0, num_levels]``) or ``"real"`` (any finite numbers, the 2-D points). ``labels``: the number of classes of a conditional model, whose batches are pairs
+    ``(x, y)``; ``None`` for unconditional models.
+    """
+
+    shape: tuple[int, ...]
+    kind: str
+    num_levels: int | None = None
+    labels: int | None = None
+
+    def describe(self) -> str:
+        batch = f"(N, {', '.join(map(str, self.shape))})"
+        values = {"levels": f"integer levels 0..{(self.num_levels or 0) - 1}", "binary": "0/1 pixels",
+                  "unit": "grey values in [0, 1]", "real": "finite real numbers",
+                  "dequantized": f"dequantized levels in [0, {self.num_levels}]"}[self.kind]
+        return f"a batch shaped {batch} of {values}"
+
+
+# the usual way to get each kind of value right, named in the messages
+_FIXES = {"levels": "use the levels of dgm.data.load(...) (e.g. 'digits': 0..16), not grey values",
+          "binary": "binarize first, e.g. (x > 0.5).float(), or use dgm.data.load('mnist5k-bin')",
+          "unit": "divide 0..255 images by 255, or use dgm.data.load('mnist5k')",
+          "dequantized": "add uniform noise to integer levels, x + torch.rand_like(x)",
+          "real": "check the data pipeline"}
+_CONTINUOUS = ("real", "unit", "dequantized")
+
+#: the public methods whose first argument is checked against :meth:`GenerativeModel.data_spec`
+CHECKED_METHODS = ("loss", "log_prob", "elbo", "evaluate", "translate", "training_step")
+
+
+def check_batch(x: Any, spec: DataSpec, who: str, dtype: torch.dtype = torch.float32) -> Any:
+    """Check one batch against ``spec``; return it unchanged, or raise ``ValueError`` saying what is wrong
+    and the usual fix. A continuous batch in another float type comes back as ``dtype`` (the model's)."""
+    if spec.labels is not None:
+        if not isinstance(x, (tuple, list)) or len(x) != 2:
+            raise ValueError(f"{who} is conditional: it takes (images, labels) pairs, e.g. (split.x, split.y); "
+                             f"got {type(x).__name__}")
+        images, labels = x
+        images = check_batch(images, DataSpec(spec.shape, spec.kind, spec.num_levels), who, dtype)
+        if not torch.is_tensor(labels) or labels.shape != (len(images),) or labels.is_floating_point():
+            got = f"shape {tuple(labels.shape)} {labels.dtype}" if torch.is_tensor(labels) else type(labels).__name__
+            raise ValueError(f"{who} needs one integer label per image, shaped ({len(images)},); got {got}")
+        if labels.min() < 0 or labels.max() >= spec.labels:
+            raise ValueError(f"{who}: labels must lie in 0..{spec.labels - 1}, "
+                             f"got min {int(labels.min())} and max {int(labels.max())}")
+        return (images, labels)
+    if not torch.is_tensor(x):
+        raise ValueError(f"{who} expects a torch tensor, {spec.describe()}; got {type(x).__name__} "
+                         "(convert with torch.as_tensor)")
+    if tuple(x.shape[1:]) != spec.shape:
+        hint = ("; add a batch dimension with x[None]" if tuple(x.shape) == spec.shape
+                else "; a 2-D point set is shaped (N, 2), an image batch (N, 1, H, W)")
+        noun = "points" if len(spec.shape) == 1 else "examples"
+        raise ValueError(f"{who} expects {noun} of shape (N, {', '.join(map(str, spec.shape))}) "
+                         f"({spec.describe()}); got shape {tuple(x.shape)}{hint}")
+    if len(x) == 0:
+        raise ValueError(f"{who} got an empty batch (0 examples); pass at least one example")
+    if x.dtype == torch.bool or x.is_complex():
+        raise ValueError(f"{who} expects {spec.describe()}, got dtype {x.dtype}; convert with x.float()")
+    if x.is_floating_point():
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise ValueError(f"{who} got {bad} NaN or infinite value(s) in a batch of {len(x)}; "
+                             "find where they come from in the data pipeline")
+    elif spec.kind in _CONTINUOUS:
+        raise ValueError(f"{who} expects floating-point {spec.describe()}, got {x.dtype}; "
+                         + ("convert with x.float()" if spec.kind == "real" else _FIXES[spec.kind]))
+    low, high = float(x.min()), float(x.max())
+    if spec.kind in ("levels", "binary"):
+        top = 1 if spec.kind == "binary" else spec.num_levels - 1
+        if x.is_floating_point() and not torch.equal(x, x.round()):
+            raise ValueError(f"{who} needs integer pixel levels ({spec.describe()}), got non-integer values; "
+                             f"{_FIXES[spec.kind]}")
+        if low < 0 or high > top:
+            raise ValueError(f"{who}: pixel levels must lie in 0..{top} ({spec.describe()}), got min {low:g} "
+                             f"and max {high:g}; {_FIXES[spec.kind]}")
+    elif spec.kind in ("unit", "dequantized"):
+        top = 1 if spec.kind == "unit" else spec.num_levels
+        if low < 0 or high > top:
+            raise ValueError(f"{who} expects {spec.describe()}, got values from {low:.4g} to {high:.4g}; "
+                             f"{_FIXES[spec.kind]}")
+    if spec.kind in _CONTINUOUS and x.dtype != dtype:
+        x = x.to(dtype)
+    return x
+
+
+def _at_the_door(method: Callable) -> Callable:
+    """Check the first argument of a public model method against the model's :class:`DataSpec`.
+
+    Only the outermost call checks: ``loss`` calling ``log_prob`` on the same batch pays once.
+    """
+    if getattr(method, "_checks_input", False):
+        return method
+
+    @functools.wraps(method)
+    def checked(self, x, *args, **kwargs):
+        depth = self.__dict__.get("_door_depth", 0)
+        if depth == 0:
+            spec = self.data_spec(method.__name__)
+            if spec is not None:
+                x = check_batch(x, spec, f"{type(self).__name__}.{method.__name__}", self.float_dtype)
+        self.__dict__["_door_depth"] = depth + 1
+        try:
+            return method(self, x, *args, **kwargs)
+        finally:
+            self.__dict__["_door_depth"] = depth
+
+    checked._checks_input = True
+    return checked
 
 
 class GenerativeModel(nn.Module):
@@ -46,7 +168,33 @@ class GenerativeModel(nn.Module):
         super().__init__()
         self.config: dict[str, Any] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # every family's own loss/log_prob/elbo/evaluate/... is checked at the door, in this one place
+        for name in CHECKED_METHODS:
+            if name in cls.__dict__ and callable(cls.__dict__[name]):
+                setattr(cls, name, _at_the_door(cls.__dict__[name]))
+
+    def data_spec(self, method: str = "loss") -> DataSpec | None:
+        """What ``method`` (``loss``, ``log_prob``, ``elbo``, ``evaluate``, ...) accepts, as a
+        :class:`DataSpec`; every family declares it. ``None`` checks nothing (models outside the registry)."""
+        return None
+
+    def check_input(self, x: Any, method: str = "loss") -> Any:
+        """Check a batch as ``method`` does at its door; returns it (continuous data in the model's dtype)."""
+        spec = self.data_spec(method)
+        return x if spec is None else check_batch(x, spec, f"{type(self).__name__}.{method}", self.float_dtype)
+
+    @property
+    def float_dtype(self) -> torch.dtype:
+        """The dtype of the model's floating-point weights (float32 unless converted)."""
+        for tensor in itertools.chain(self.parameters(), self.buffers()):
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.get_default_dtype()
+
     # ---- the API --------------------------------------------------------
+    @_at_the_door
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Training loss on a batch ``x`` (data shape with a leading batch dim).
 
@@ -59,6 +207,7 @@ class GenerativeModel(nn.Module):
         """Draw ``n`` samples, shaped ``(n, *data_shape)``."""
         raise NotImplementedError(f"{type(self).__name__} does not implement sample(n)")
 
+    @_at_the_door
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log-density (nats) of each example in ``x``: shape ``(batch,)``."""
         raise NotImplementedError(
@@ -81,6 +230,7 @@ class GenerativeModel(nn.Module):
         """Optimizers the trainer steps; one Adam over all parameters by default."""
         return [torch.optim.Adam(self.parameters(), lr=lr)]
 
+    @_at_the_door
     def training_step(
         self, x: torch.Tensor, optimizers: list[torch.optim.Optimizer]
     ) -> dict[str, torch.Tensor]:
@@ -106,6 +256,7 @@ class GenerativeModel(nn.Module):
 
     # ---- evaluation ------------------------------------------------------
     @torch.no_grad()
+    @_at_the_door
     def evaluate(self, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
         """Test metrics in nats per example (and bits per dimension).
 
@@ -191,3 +342,65 @@ def check_levels(x: torch.Tensor, shape: tuple[int, ...], num_levels: int, who: 
         raise ValueError(f"pixel levels must lie in 0..{num_levels - 1}, "
                          f"got min {int(levels.min())} and max {int(levels.max())}")
     return levels
+
+
+def settings_of(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword arguments ``cls(...)`` takes: its constructor's settings, by name."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
+            if name != "self" and p.kind in kinds}
+
+
+def check_settings(cls: type, settings: dict[str, Any]) -> None:
+    """Check constructor settings (e.g. ``--set KEY=VALUE``) against ``cls``'s signature and type hints.
+
+    An unknown name lists the valid ones; a value of the wrong type names the expected one; numbers
+    must be finite and not negative (each constructor checks its own finer ranges). Raises ``ValueError``.
+    """
+    known = settings_of(cls)
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001  an unresolvable annotation: check names only
+        hints = {}
+    for name, value in settings.items():
+        if name not in known:
+            raise ValueError(f"{cls.__name__} has no setting {name!r}; valid settings: {', '.join(known)}")
+        expected = hints.get(name)
+        if expected is not None:
+            problem = _type_problem(value, expected)
+            if problem:
+                raise ValueError(f"setting {name}={value!r}: {problem}")
+
+
+def _type_problem(value: Any, expected: Any) -> str | None:
+    """Why ``value`` does not fit the annotation ``expected``, or ``None`` when it does."""
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        problems = [_type_problem(value, a) for a in args if a is not type(None)]
+        return None if any(p is None for p in problems) else problems[0]
+    if expected is bool:
+        return None if isinstance(value, bool) else f"expected True or False, got {value!r}"
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expected a whole number, got {value!r}"
+        return None if value >= 0 else f"must not be negative, got {value}"
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"expected a number, got {value!r}"
+        if not math.isfinite(value):
+            return f"must be a finite number, got {value}"
+        return None if value >= 0 else f"must not be negative, got {value}"
+    if expected is str:
+        return None if isinstance(value, str) else f"expected a string (a name), got {value!r}"
+    if origin in (tuple, list, Sequence) or expected in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return f"expected a list such as (64, 64), got {value!r}"
+        inner = [a for a in args if a is not Ellipsis]
+        for item in value:
+            problem = _type_problem(item, inner[0]) if inner else None
+            if problem:
+                return f"in {value!r}: {problem}"
+        return None
+    return None

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import GenerativeModel, check_levels, check_positive_int
+from .base import DataSpec, GenerativeModel, check_levels, check_positive_int
 
 
 class IndependentPixels(GenerativeModel):
@@ -65,6 +65,9 @@ class IndependentPixels(GenerativeModel):
         """Per-pixel probabilities, ``(D, num_levels)``."""
         return self.logits.softmax(-1)
 
+    def data_spec(self, method: str = "loss") -> DataSpec:
+        return DataSpec(tuple(self.config["shape"]), "levels", self.config["num_levels"])
+
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         levels = self._levels(x)  # (B, D)
         log_p = self.logits.log_softmax(-1)  # (D, K)
@@ -108,6 +111,9 @@ class GaussianMixture(GenerativeModel):
             torch.distributions.Categorical(logits=self.mix_logits), components
         )
 
+    def data_spec(self, method: str = "loss") -> DataSpec:
+        return DataSpec((self.dim,), "real")
+
     def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected points of shape (batch, {self.dim}), got {tuple(x.shape)}")
@@ -120,6 +126,9 @@ class GaussianMixture(GenerativeModel):
         component, a local optimum that gradient descent does not leave.
         """
         self._check(x_train)
+        if self.num_components > len(x_train):
+            raise ValueError(f"num_components={self.num_components} is more than the {len(x_train)} training points: "
+                             "every component needs points of its own; use fewer components")
         x = x_train.float()
         best_inertia, centres = math.inf, None
         for _ in range(restarts):
@@ -147,12 +156,16 @@ class GaussianMixture(GenerativeModel):
         """k-means++ seeding then Lloyd iterations; returns centres ``(K, dim)``."""
         k = self.num_components
         centres = x[torch.randint(len(x), (1,), device=x.device)]
+        d2 = torch.cdist(x, centres).pow(2).min(1).values
         for _ in range(1, k):  # next centre with probability proportional to squared distance
-            d2 = torch.cdist(x, centres).pow(2).min(1).values
-            centres = torch.cat([centres, x[torch.multinomial(d2 / d2.sum(), 1)]])
-        for _ in range(iterations):
+            new = x[torch.multinomial(d2 / d2.sum(), 1)] if d2.sum() > 0 else x[torch.randint(len(x), (1,))]
+            centres = torch.cat([centres, new])
+            d2 = torch.minimum(d2, torch.cdist(x, new).pow(2)[:, 0])  # one new distance per point, not k
+        for _ in range(iterations):  # Lloyd steps, every centre at once (a loop over centres is slow for large k)
             assign = torch.cdist(x, centres).argmin(1)
-            centres = torch.stack([x[assign == j].mean(0) if (assign == j).any() else centres[j] for j in range(k)])
+            counts = torch.bincount(assign, minlength=k).to(x.dtype)[:, None]
+            sums = torch.zeros_like(centres).index_add_(0, assign, x)
+            centres = torch.where(counts > 0, sums / counts.clamp(min=1), centres)
         return centres
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,6 @@ accuracy and the file's SHA-256 (checked on load).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -169,22 +168,17 @@ def train_classifier(data_name: str, epochs: int = 40, batch_size: int = 64, lr:
     return classifier, metrics
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_classifier(classifier: DigitClassifier, metrics: dict[str, Any], out_dir: str | Path,
                     command: str) -> Path:
     """Write ``classifier_<data>.pt`` and record it in ``manifest.json`` beside it."""
+    from .checkpoints import record_in_manifest, save
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"classifier_{metrics['data']}.pt"
-    torch.save({"model": "classifier", "data": metrics["data"], "config": classifier.config,
-                "state_dict": classifier.state_dict(), "metrics": metrics}, path)
-    manifest_path = out_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest[path.name] = {"command": command, "sha256": _sha256(path), "metrics": metrics}
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    save({"model": "classifier", "data": metrics["data"], "config": classifier.config,
+          "state_dict": classifier.state_dict(), "metrics": metrics}, path)
+    record_in_manifest(path, command, metrics)
     return path
 
 
@@ -197,6 +191,8 @@ def load_classifier(data_name: str, directory: str | Path | None = None) -> Digi
     Verifies the file against ``manifest.json`` so every reader scores samples
     with exactly the same network.
     """
+    from .checkpoints import file_sha256, load
+
     if data_name not in SUPPORTED:
         raise ValueError(f"no digit classifier for {data_name!r}; sample-quality metrics exist for {sorted(SUPPORTED)}")
     base = SUPPORTED[data_name]
@@ -211,10 +207,10 @@ def load_classifier(data_name: str, directory: str | Path | None = None) -> Digi
     manifest_path = directory / "manifest.json"
     if manifest_path.exists():
         expected = json.loads(manifest_path.read_text()).get(path.name, {}).get("sha256")
-        if expected is not None and expected != _sha256(path):
+        if expected is not None and expected != file_sha256(path):
             raise ValueError(f"{path} does not match the SHA-256 in {manifest_path}; restore it with git "
                              f"or remake it with `python -m dgm classifier --data {base}`")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load(path)
     classifier = DigitClassifier(**ckpt["config"])
     classifier.load_state_dict(ckpt["state_dict"])
     classifier.eval()

@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,20 +34,91 @@ import torch
 
 from . import data as data_module
 from . import registry
+from .base import check_settings
 from .train import default_device, init_distributed_from_env
+
+#: exit codes (the README's command-line section lists them)
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+#: ``sample`` draws at most this many: a grid of 20 x 20 images is the most that stays readable
+MAX_IMAGES, MAX_POINTS = 400, 100_000
+
+
+class UsageError(ValueError):
+    """A mistake in the command line or its inputs: one line, exit code 2."""
 
 
 def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
+        if "=" not in pair or not pair.split("=", 1)[0]:
+            raise UsageError(f"--set expects KEY=VALUE (e.g. --set hidden=64), got {pair!r}")
         key, value = pair.split("=", 1)
         try:
             out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             out[key] = value
     return out
+
+
+def _device(name: str | None) -> torch.device:
+    """``--device``: cpu, cuda (or cuda:N) or mps, checked against what this machine has."""
+    if name is None:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use --device cpu or --device cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA GPU is visible on this machine; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                         f"numbered from 0; use --device cuda:0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: Apple's MPS is not available here; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {name}: dgm runs on cpu, cuda or mps, not {device.type}")
+    return device
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def _writable_folder(folder: Path, flag: str) -> Path:
+    """Make sure ``folder`` exists and takes files, before any work is done (so a bad --out fails now)."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{flag} {folder} is a file, not a folder; give a folder name (it is created if needed)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise UsageError(f"{flag} {folder}: cannot write there ({err.strerror or err}); "
+                         "choose a folder you can write to") from None
+    return folder
+
+
+def _check_train_args(args: argparse.Namespace) -> None:
+    if args.model not in registry.MODELS:
+        raise UsageError(f"unknown model {args.model!r}; valid models: {', '.join(sorted(registry.MODELS))}")
+    if args.data not in data_module.DATASETS:
+        raise UsageError(f"unknown data set {args.data!r}; valid data sets: {', '.join(data_module.DATASETS)}")
+    for flag, value, ok, rule in (
+        ("--steps", args.steps, lambda v: v >= 0, "a whole number >= 0"),
+        ("--budget-seconds", args.budget_seconds, lambda v: math.isfinite(v) and v > 0, "a number of seconds > 0"),
+        ("--lr", args.lr, lambda v: math.isfinite(v) and v > 0, "a learning rate > 0, e.g. 1e-3 (nothing trains at 0)"),
+        ("--batch-size", args.batch_size, lambda v: v > 0, "a positive whole number"),
+        ("--eval-every", args.eval_every, lambda v: v > 0, "a positive whole number of steps"),
+    ):
+        if value is not None and not ok(value):
+            raise UsageError(f"{flag} {value}: must be {rule}")
+    if args.binarize is not None and args.data != "mnist5k-bin":
+        raise UsageError(f"--binarize applies to --data mnist5k-bin only, not {args.data}")
+    if args.download and args.data != "mnist":
+        raise UsageError(f"--download applies to --data mnist only ({args.data} ships with the packages)")
+    if args.threads is not None and args.threads <= 0:
+        raise UsageError(f"--threads {args.threads}: must be a positive whole number")
 
 
 def cmd_list(_: argparse.Namespace) -> int:
@@ -59,71 +132,109 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import checkpoints
+    from .train import TrainingInterrupted
+
+    _check_train_args(args)
+    overrides = _parse_overrides(args.set)
+    spec = registry.get(args.model)
+    check_settings(spec.cls, overrides)  # a typo fails now, not after the data has loaded
+    device = _device(args.device)
+    threads = args.threads if args.threads is not None else spec.threads
     # under torchrun: join the process group; every process trains, process 0 reports
-    rank, world = init_distributed_from_env(args.device)
-    model, history, result = registry.train(
-        args.model, args.data, seed=args.seed, budget_seconds=args.budget_seconds, steps=args.steps,
-        lr=args.lr, batch_size=args.batch_size, binarize=args.binarize, device=args.device,
-        overrides=_parse_overrides(args.set), download=args.download, eval_every=args.eval_every,
-        sample_quality=rank == 0,
-    )
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
-        result["processes"] = world
-        if rank != 0:
-            return 0
-    settings = result.pop("train_settings")
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, world = init_distributed_from_env(device)
+    out_dir = _writable_folder(Path(args.out), "--out") if rank == 0 else Path(args.out)
     path = out_dir / f"{args.model}-{args.data}-seed{args.seed}.pt"
-    result["checkpoint"] = str(path)
-    torch.save({
-        "model": args.model,
-        "data": args.data,
-        "binarize": args.binarize,
-        "config": model.config,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "train": settings,
-        "metrics": result,
-        "history": {"train": [[step, values] for step, values in history.train],
-                    "val": [[step, score] for step, score in history.val]},
-    }, path)
-    if args.manifest:
-        _record(path, result, args.argv)
-    print(json.dumps(result))
-    return 0
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; remove it or choose another --out")
+    claim = checkpoints.OutputClaim(path) if rank == 0 else None
+    if claim is not None:
+        claim.__enter__()
+    try:
+        _set_threads(threads)
+        print(f"training {args.model} on {args.data} (seed {args.seed}); Ctrl-C stops and keeps the best "
+              "weights so far", file=sys.stderr, flush=True)
+        interrupted = None
+        try:
+            model, history, result = registry.train(
+                args.model, args.data, seed=args.seed, budget_seconds=args.budget_seconds, steps=args.steps,
+                lr=args.lr, batch_size=args.batch_size, binarize=args.binarize, device=device,
+                overrides=overrides, download=args.download, eval_every=args.eval_every,
+                sample_quality=rank == 0, threads=threads,
+            )
+        except TrainingInterrupted as stop:
+            interrupted = stop
+            model, history, result = stop.model, stop.history, dict(stop.result)
+        if world > 1:
+            import torch.distributed as dist
 
-
-def _record(path: Path, metrics: dict, argv: Sequence[str]) -> None:
-    """Add the checkpoint, the command that made it and its metrics to ``manifest.json`` beside it."""
-    import hashlib
-
-    manifest_path = path.parent / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    command = "python -m dgm " + " ".join(argv)
-    manifest[path.name] = {"command": command, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                           "metrics": metrics}
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            dist.destroy_process_group()
+            result["processes"] = world
+            if rank != 0:
+                return EXIT_INTERRUPTED if interrupted else 0
+        if interrupted is not None and history.steps == 0:
+            print("interrupted before the first training step: nothing was saved", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        settings = result.pop("train_settings")
+        result["checkpoint"] = str(path)
+        checkpoints.save({
+            "model": args.model,
+            "data": args.data,
+            "binarize": args.binarize,
+            "config": model.config,
+            "state_dict": model.state_dict(),
+            "train": settings,
+            "metrics": result,
+            "history": {"train": [[step, values] for step, values in history.train],
+                        "val": [[step, score] for step, score in history.val]},
+        }, path)
+        if args.manifest and interrupted is None:
+            checkpoints.record_in_manifest(path, "python -m dgm " + " ".join(args.argv), result)
+        print(json.dumps(result))
+        if interrupted is not None:
+            best = f" (best validation score at step {history.best_step})" if history.best_step is not None else ""
+            print(f"interrupted after {history.steps} steps: saved the weights so far{best} to {path}, marked "
+                  f"as interrupted; `python -m dgm eval {path}` measures them", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        return 0
+    finally:
+        if claim is not None:
+            claim.__exit__(None, None, None)
 
 
 def _load(path: str, device: torch.device):
-    if not Path(path).is_file():
-        raise SystemExit(f"no checkpoint at {path}; train one with `python -m dgm train MODEL --data NAME`")
     model, ckpt = registry.load_checkpoint(path, map_location=device)
     return model.to(device), ckpt
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    device = torch.device(args.device) if args.device else default_device()
+    device = _device(args.device)
     model, ckpt = _load(args.checkpoint, device)
+    _set_threads(args.threads if args.threads is not None else registry.MODELS[ckpt["model"]].threads)
     recorded = ckpt.get("metrics", {})
     result = {key: recorded.get(key) for key in ("model", "data", "seed", "train_seconds", "steps")}
     result.update({"model": ckpt["model"], "data": ckpt["data"], "params": model.num_parameters()})
+    if recorded.get("interrupted"):
+        result["interrupted"] = True
     result.update(registry.test_metrics(model, ckpt["data"], binarize=ckpt.get("binarize")))
     print(json.dumps(result))
     return 0
+
+
+def _image_path(output: str) -> Path:
+    """``-o``: keep a format matplotlib writes (png, pdf, svg, jpg, ...); otherwise add ``.png``."""
+    import matplotlib.pyplot as plt
+
+    path = Path(output)
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if path.suffix.lower().lstrip(".") not in formats:
+        path = path.with_name(path.name + ".png")
+        print(f"note: {output!r} has no image extension; writing PNG to {path}", file=sys.stderr)
+    _writable_folder(path.parent if str(path.parent) else Path("."), "-o")
+    if path.is_dir():
+        raise UsageError(f"-o {path} is a folder; give a file name such as samples.png")
+    return path
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -133,19 +244,33 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
 
     from . import plot
+    from .checkpoints import write_atomically
 
-    device = torch.device(args.device) if args.device else default_device()
+    if args.n <= 0:
+        raise UsageError(f"-n {args.n}: the number of samples must be positive")
+    device = _device(args.device)
+    output = _image_path(args.output)
     model, ckpt = _load(args.checkpoint, device)
+    _set_threads(args.threads if args.threads is not None else registry.MODELS[ckpt["model"]].threads)
+    points = model.data_spec() is not None and len(model.data_spec().shape) == 1
+    limit = MAX_POINTS if points else MAX_IMAGES
+    n = min(args.n, limit)
+    if n < args.n:
+        what = "points in one scatter plot" if points else "images in one readable grid"
+        print(f"note: -n {args.n} is more than {limit} {what}; drawing {n}", file=sys.stderr)
     torch.manual_seed(args.seed)
-    samples = model.sample(args.n).cpu()
+    samples = model.sample(n).cpu()
     fig, ax = plt.subplots(figsize=(6, 6))
     if samples.ndim == 2 and samples.shape[1] == 2:
-        plot.scatter2d(samples, ax=ax, title=f"{ckpt['model']} on {ckpt['data']}: {args.n} samples")
+        plot.scatter2d(samples, ax=ax, title=f"{ckpt['model']} on {ckpt['data']}: {n} samples")
     else:
         levels = ckpt["config"].get("num_levels")
         plot.image_grid(samples, levels=levels, ax=ax, title=f"{ckpt['model']} on {ckpt['data']}")
-    fig.savefig(args.output, dpi=120, bbox_inches="tight")
-    print(json.dumps({"model": ckpt["model"], "data": ckpt["data"], "n": args.n, "output": args.output}))
+    fmt = output.suffix.lower().lstrip(".")
+    write_atomically(output, lambda handle: fig.savefig(handle, format=fmt, dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+    print(json.dumps({"model": ckpt["model"], "data": ckpt["data"], "n": n, "requested_n": args.n,
+                      "output": str(output)}))
     return 0
 
 
@@ -161,6 +286,12 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from . import compare
+
+    if args.budget_seconds is not None and not (math.isfinite(args.budget_seconds) and args.budget_seconds > 0):
+        raise UsageError(f"--budget-seconds {args.budget_seconds}: must be a number of seconds > 0")
+    if args.data not in data_module.DATASETS:
+        raise UsageError(f"unknown data set {args.data!r}; valid data sets: {', '.join(data_module.DATASETS)}")
+    _set_threads(args.threads)
 
     rows = compare.compare(args.data, train=args.train, budget_seconds=args.budget_seconds, seed=args.seed,
                            models=args.models or None)
@@ -186,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-every", type=int, default=None, help="steps between validation scores")
     train.add_argument("--binarize", choices=["fixed", "dynamic"], default=None, help="mnist5k-bin only")
     train.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    train.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 for the small models, else one per core)")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model constructor overrides")
     train.add_argument("--manifest", action="store_true",
                        help="record the checkpoint, this command and its metrics in OUT/manifest.json")
@@ -196,14 +328,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a checkpoint on the test split, print JSON")
     ev.add_argument("checkpoint")
     ev.add_argument("--device", default=None)
+    ev.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 for the small models, else one per core)")
     ev.set_defaults(func=cmd_eval)
 
     sample = sub.add_parser("sample", help="draw samples from a checkpoint into a PNG")
     sample.add_argument("checkpoint")
-    sample.add_argument("-n", type=int, default=64)
-    sample.add_argument("-o", "--output", default="samples.png")
+    sample.add_argument("-n", type=int, default=64, help=f"samples to draw (at most {MAX_IMAGES} images "
+                        f"or {MAX_POINTS} points: more is capped, with a note)")
+    sample.add_argument("-o", "--output", default="samples.png",
+                        help="image file (png, pdf, svg, jpg, ...; other names get .png added)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default=None)
+    sample.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 for the small models, else one per core)")
     sample.set_defaults(func=cmd_sample)
 
     cmp = sub.add_parser("compare", help="every family on the same data: one table (chapter 7)")
@@ -213,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--seed", type=int, default=0)
     cmp.add_argument("--models", nargs="*", default=[], help="a subset of the table's models")
     cmp.add_argument("--format", choices=["markdown", "json"], default="markdown")
+    cmp.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
     cmp.set_defaults(func=cmd_compare)
 
     clf = sub.add_parser("classifier", help="train the digit classifier used for FD and class accuracy")
@@ -224,27 +361,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: BaseException) -> str:
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    lines = [line for line in text.strip().splitlines() if line.strip()] or [type(err).__name__]
+    return "\n  ".join(lines[:3])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every failure is a short message on stderr and an exit code, never a traceback
+    (``DGM_DEBUG=1`` shows the traceback of an unexpected error)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # argparse's own mistakes: usage line + exit 2
     args.argv = argv  # recorded beside checkpoints (--manifest)
-    if args.command == "train":
-        if args.model not in registry.MODELS:
-            parser.error(f"unknown model {args.model!r}; valid models: {', '.join(sorted(registry.MODELS))}")
-        if args.data not in data_module.DATASETS:
-            parser.error(f"unknown data set {args.data!r}; valid data sets: {', '.join(data_module.DATASETS)}")
-        if args.steps is not None and args.steps < 0:
-            parser.error("--steps must be >= 0")
-        if args.budget_seconds is not None and args.budget_seconds <= 0:
-            parser.error("--budget-seconds must be > 0")
-    if getattr(args, "n", 1) <= 0:
-        parser.error("-n must be positive")
     try:
         return args.func(args)
-    except (ValueError, KeyError) as err:  # input problems: one clear line, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was saved", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except FloatingPointError as err:  # the run diverged: the message says what to try
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_FAILED
+    except (ValueError, KeyError, FileNotFoundError) as err:  # input problems (UsageError, CheckpointError, ...)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print("error: out of memory; try a smaller --batch-size, smaller --set sizes or fewer samples (-n)",
+              file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as err:  # noqa: BLE001  not the user's mistake: still one line, the traceback on request
+        from . import env_flag
+
+        try:
+            debug = env_flag("DGM_DEBUG")
+        except ValueError:
+            debug = True
+        if debug:
+            raise
+        print(f"error: {type(err).__name__}: {_one_line(err)}\n  (unexpected: rerun with DGM_DEBUG=1 to see "
+              "where it happened, and please report it)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ ENTRIES: list[tuple[str, int, str]] = [
     ("ddpm", 6, "diffusion"),
 ]
 
-COLUMNS = ["family", "ch", "model", "nll_nats", "nll_kind", "bpd", "fd", "class_balance",
+COLUMNS = ["family", "ch", "model", "sampler", "nll_nats", "nll_kind", "bpd", "fd", "class_balance",
            "train_seconds", "sample_ms", "sampling_passes", "params"]
 
 
@@ -61,12 +61,32 @@ def likelihood_of(metrics: dict[str, Any]) -> tuple[float | None, str]:
     return None, "none (implicit)"
 
 
+def sampler_label(model) -> str | None:
+    """Which sampler drew the samples behind a row's FD and timing, for models that have several.
+
+    A diffusion model's bound is the likelihood bound of its *ancestral* (DDPM)
+    sampler, while its default sampler for images is deterministic DDIM with
+    fewer steps: the table must say which one a row's sample numbers come from.
+    ``None`` for families with a single way to sample.
+    """
+    sampler = getattr(model, "sampler", None)
+    if sampler is None or not hasattr(model, "schedule"):
+        return None
+    steps = model.schedule.timesteps
+    if sampler == "ddpm":
+        return f"DDPM (ancestral), {steps} steps"
+    return f"DDIM, {model.sample_steps or steps} steps, η = {model.eta:g}"
+
+
 def _row(name: str, chapter: int, family: str, data_name: str, model, train_seconds: float,
          metrics: dict[str, Any]) -> dict[str, Any]:
     nll, kind = likelihood_of(metrics)
+    sampler = sampler_label(model)
+    if sampler is not None and nll is not None:
+        kind = f"{kind} of the DDPM sampler"  # the bound is the ancestral model's, whatever sampler drew the FD
     dims = math.prod(model.config.get("shape", (1,))) if "shape" in model.config else None
     return {
-        "family": family, "ch": chapter, "model": name, "data": data_name,
+        "family": family, "ch": chapter, "model": name, "sampler": sampler, "data": data_name,
         "nll_nats": nll, "nll_kind": kind,
         "bpd": nll / (dims * math.log(2)) if nll is not None and dims else None,
         "neg_elbo_nats": metrics.get("test_neg_elbo_nats"),
@@ -88,6 +108,22 @@ def compare(data_name: str = "digits", *, train: bool = False, budget_seconds: f
     if models is not None and len(wanted) != len(models):
         unknown = sorted(set(models) - {entry[0] for entry in ENTRIES})
         raise ValueError(f"compare knows {[e[0] for e in ENTRIES]}; not {unknown}")
+    from . import data as data_module
+
+    kind = data_module.load(data_name, "val").kind
+    unfit = [name for name, _, _ in wanted if kind not in registry.get(name).data_kinds]
+    if unfit:
+        raise ValueError(f"{', '.join(unfit)} cannot model {data_name!r} ({kind} data): the table compares the "
+                         "families on 'digits'; choose models that fit with --models")
+    missing = [name for name, _, _ in wanted
+               if not train and not (Path(checkpoint_dir) / f"{name}-{data_name}-seed{seed}.pt").exists()]
+    if missing:
+        first = missing[0]
+        raise FileNotFoundError(
+            f"no checkpoint for {', '.join(missing)} on {data_name} (seed {seed}) in {checkpoint_dir}; "
+            f"retrain the table with `python -m dgm compare --data {data_name} --seed {seed} --train "
+            f"--budget-seconds 60`, or make each one, e.g. `python -m dgm train {first} --data {data_name} "
+            f"--seed {seed} --out {checkpoint_dir} --manifest`")
     rows = []
     for name, chapter, family in wanted:
         if train:
@@ -96,9 +132,6 @@ def compare(data_name: str = "digits", *, train: bool = False, budget_seconds: f
             rows.append(_row(name, chapter, family, data_name, model, result["train_seconds"], result))
             continue
         path = Path(checkpoint_dir) / f"{name}-{data_name}-seed{seed}.pt"
-        if not path.exists():
-            raise FileNotFoundError(f"no checkpoint {path}; make it with `python -m dgm train {name} --data "
-                                    f"{data_name} --seed {seed} --out {checkpoint_dir} --manifest` or pass train=True")
         model, ckpt = registry.load_checkpoint(str(path))
         metrics = registry.test_metrics(model, data_name, binarize=ckpt.get("binarize"), sample_n=sample_n)
         rows.append(_row(name, chapter, family, data_name, model, ckpt["metrics"]["train_seconds"], metrics))
@@ -122,7 +155,9 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [header, "|" + "---|" * 12]
     for r in rows:
         lines.append(" | ".join([
-            "", r["family"], str(r["ch"]), f"`{r['model']}`", _fmt(r["nll_nats"]), r["nll_kind"],
+            "", r["family"], str(r["ch"]),
+            f"`{r['model']}`" + (f" (samples: {r['sampler']})" if r.get("sampler") else ""),
+            _fmt(r["nll_nats"]), r["nll_kind"],
             _fmt(r["bpd"], 3), _fmt(r["fd"]), _fmt(r["class_balance"], 2), _fmt(r["train_seconds"], 0),
             _fmt(r["sample_ms"], 3), _fmt(r["sampling_passes"]), _fmt(r["params"]), "",
         ]).strip())

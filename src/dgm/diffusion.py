@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import GenerativeModel, check_levels, check_positive_int, half_cosine_factor, set_learning_rate_factor
+from .base import DataSpec, GenerativeModel, check_levels, check_positive_int, half_cosine_factor, set_learning_rate_factor
 
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddpm", "ddim")
@@ -555,6 +555,10 @@ class DDPM(GenerativeModel):
             for average, current in zip(self.ema_network.parameters(), self.network.parameters()):
                 average.lerp_(current, 1 - decay)
         return losses
+
+    def data_spec(self, method: str = "loss") -> DataSpec:
+        kind = {"points": "real", "categorical": "levels", "grey": "unit"}[self.kind]
+        return DataSpec(self.shape, kind, self.num_levels if kind == "levels" else None)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """The simple loss: mean squared error of the predicted noise at a uniformly random step."""

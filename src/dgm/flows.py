@@ -50,7 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .autoregressive import MaskedLinear, made_degrees, made_masks
-from .base import GenerativeModel, check_levels, check_positive_int, set_learning_rate_factor
+from .base import DataSpec, GenerativeModel, check_levels, check_positive_int, set_learning_rate_factor
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -682,6 +682,12 @@ class FlowModel(GenerativeModel):
             raise ValueError(f"base_components must be >= 0 (0: a standard normal base), got {base_components}")
         self.mixture = GaussianMixtureBase(self.dim, base_components) if base_components else None
         self.flow: Composition
+
+    def data_spec(self, method: str = "loss") -> DataSpec:
+        """Points; or integer levels, except ``log_prob``, the density of dequantised values ``x + u``."""
+        if self.num_levels is None:
+            return DataSpec(self.shape, "real")
+        return DataSpec(self.shape, "dequantized" if method == "log_prob" else "levels", self.num_levels)
 
     # ---- continuous density ----------------------------------------------------
     def _check(self, x: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import GenerativeModel, check_positive_int, half_cosine_factor, set_learning_rate_factor
+from .base import DataSpec, GenerativeModel, check_positive_int, half_cosine_factor, set_learning_rate_factor
 
 GENERATOR_LOSSES = ("classification", "saturating", "nonsaturating", "feature_matching", "denoising")
 
@@ -182,6 +182,14 @@ class AdversarialModel(GenerativeModel):
         with torch.no_grad():
             fake = self.generate(self.latent(len(x)))
         return discriminator_loss(self.critic(x), self.critic(fake))
+
+    def data_spec(self, method: str = "loss") -> DataSpec:
+        """Points for the 2-D GAN; images: levels when ``num_levels`` is set, else grey values in [0, 1]."""
+        if "dim" in self.config:
+            return DataSpec((self.config["dim"],), "real")
+        levels = self.config.get("num_levels")
+        kind = "unit" if levels is None else "levels"
+        return DataSpec(tuple(self.config["shape"]), kind, levels, labels=self.config.get("num_classes"))
 
     def critic(self, x: torch.Tensor) -> torch.Tensor:
         """D's logits ``(B,)`` on a batch of data."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from .autoregressive import FVSBN, MADE, NADE, PixelCNN, WaveNet
-from .base import GenerativeModel
+from .base import GenerativeModel, check_settings
 from .baselines import GaussianMixture, IndependentPixels
 
 if TYPE_CHECKING:
@@ -37,6 +37,9 @@ class ModelSpec:
     description: str = ""
     #: conditional models train on ``(x, y)`` pairs: the trainer batches the labels too
     labels: bool = False
+    #: CPU threads a run uses by default (``None``: torch's default, one per core); small models
+    #: lose more to a busy second core than they gain from it (``python -m dgm train --threads N``)
+    threads: int | None = None
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -64,18 +67,65 @@ def build(name: str, data_info: dict, **overrides: Any) -> GenerativeModel:
             f"model {name!r} needs data of kind {' or '.join(spec.data_kinds)}, "
             f"but {data_info['data']!r} is {data_info['kind']!r}"
         )
+    check_settings(spec.cls, overrides)
     config = {**spec.config_for(data_info), **overrides}
-    return spec.cls(**config)
+    if overrides:
+        _check_size(name, spec.cls, config, overrides)
+    try:
+        return spec.cls(**config)
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001  e.g. a size too large to allocate: one clear line
+        settings = " ".join(f"{k}={v!r}" for k, v in overrides.items()) or "its defaults"
+        raise ValueError(f"could not build {name!r} with {settings}: {type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}") from None
+
+
+#: the most parameters a model built from ``--set`` may have: ~1.6 GB of float32 weights, plus as much
+#: again for each of Adam's two moments, is already more than a laptop spares
+MAX_PARAMETERS = 400_000_000
+
+
+def _check_size(name: str, cls: type, config: dict, overrides: dict) -> None:
+    """Refuse settings that make a model too large, before allocating it: count its parameters on
+    PyTorch's meta device (shapes only, no memory, no random numbers drawn)."""
+    try:
+        with torch.device("meta"):
+            count = cls(**config).num_parameters()
+    except Exception:  # noqa: BLE001  the real construction below reports the problem
+        return
+    if count > MAX_PARAMETERS:
+        settings = " ".join(f"{k}={v!r}" for k, v in overrides.items())
+        raise ValueError(f"{name} with {settings} would have {count:,} parameters "
+                         f"({count * 4 / 1e9:.1f} GB of weights, about 4x that to train); "
+                         f"the limit is {MAX_PARAMETERS:,}: choose smaller sizes")
 
 
 def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> tuple[GenerativeModel, dict]:
-    """Rebuild the model saved at ``path``; returns ``(model, checkpoint dict)``."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    for key in ("model", "config", "state_dict"):
-        if key not in ckpt:
-            raise ValueError(f"{path} is not a dgm checkpoint (missing {key!r})")
-    model = get(ckpt["model"]).cls(**ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
+    """Rebuild the model saved at ``path``; returns ``(model, checkpoint dict)``.
+
+    The file is verified first (:func:`dgm.checkpoints.load`: a dgm checkpoint, its weights matching
+    their stored digest and finite); every problem is a :class:`~dgm.checkpoints.CheckpointError`
+    (a ``ValueError``) whose one line says what the file is and what to do.
+    """
+    from .checkpoints import CheckpointError, load
+
+    ckpt = load(path, map_location=map_location)
+    name = ckpt["model"]
+    if name not in MODELS:
+        raise CheckpointError(f"{path} holds a model named {name!r}, which this dgm does not know "
+                              f"(known: {', '.join(sorted(MODELS))}); was it written by another program?")
+    try:
+        model = MODELS[name].cls(**ckpt["config"])
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"{path}: its config does not build a {name!r} model ({err}); "
+                              "it was written by another version of dgm: train it again") from None
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise CheckpointError(f"{path}: its weights do not fit a {name!r} model built from its config "
+                              f"({first}); train it again") from None
     model.eval()
     return model, ckpt
 
@@ -96,6 +146,7 @@ def train(
     sample_quality: bool = True,
     download: bool = False,
     eval_every: int | None = None,
+    threads: int | None = None,
 ) -> tuple[GenerativeModel, "History", dict[str, Any]]:
     """Train model ``name`` on ``data_name`` exactly as ``python -m dgm train`` does.
 
@@ -106,6 +157,9 @@ def train(
     ``download=True`` lets ``data_name="mnist"`` fetch full MNIST (opt-in).
     Under ``torchrun`` (see :func:`dgm.train.fit`) every process trains its
     share of each batch and gradients are averaged across processes.
+    ``threads`` sets the CPU threads (default: the model's ``ModelSpec.threads``).
+    Ctrl-C raises :class:`~dgm.train.TrainingInterrupted` carrying the model (best weights so
+    far), its history and a result dict without test metrics.
 
     Returns:
         ``(model, history, result)``: the trained model (best validation
@@ -114,7 +168,7 @@ def train(
         ``test_*`` metrics, ``entropy_nats`` for toy sets, ...).
     """
     from . import data as data_module
-    from .train import default_device, fit, seed_everything
+    from .train import TrainingInterrupted, default_device, fit, seed_everything
 
     spec = get(name)
     train_split = data_module.load(data_name, "train", binarize=binarize, download=download)
@@ -132,8 +186,18 @@ def train(
         if train_split.y is None:
             raise ValueError(f"model {name!r} is conditional and needs labelled data; {data_name!r} has no labels")
         train_data, val_data = (train_split.x, train_split.y), (val_split.x, val_split.y)
-    history = fit(model, train_data, val_data, seed=seed, device=device,
-                  batch_transform=train_split.batch_transform, progress=progress, **settings)
+    threads = threads if threads is not None else spec.threads
+    try:
+        history = fit(model, train_data, val_data, seed=seed, device=device, threads=threads,
+                      batch_transform=train_split.batch_transform, progress=progress, **settings)
+    except TrainingInterrupted as stop:
+        stop.model = model
+        stop.result = {"model": name, "data": data_name, "seed": seed, "interrupted": True,
+                       "train_seconds": round(stop.history.seconds, 3), "steps": stop.history.steps,
+                       "best_step": stop.history.best_step, "val_score": stop.history.best_val,
+                       "params": model.num_parameters(), "device": str(device),
+                       "train_settings": {**settings, "seed": seed}}
+        raise
     result: dict[str, Any] = {
         "model": name,
         "data": data_name,

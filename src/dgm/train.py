@@ -49,6 +49,17 @@ class History:
         return [s for s, _ in self.train], [d[name] for _, d in self.train]
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`fit`. The model already holds its best weights so far (as at a normal
+    end); ``history`` says how many steps were done. :func:`dgm.registry.train` adds ``model``."""
+
+    def __init__(self, history: History) -> None:
+        super().__init__(f"training interrupted after {history.steps} steps")
+        self.history = history
+        self.model: GenerativeModel | None = None
+        self.result: dict | None = None
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so runs repeat exactly on CPU."""
     random.seed(seed)
@@ -122,14 +133,17 @@ def _any_process(flag: bool, world: int) -> bool:
 def _progress_bar(total: int | None, enabled: bool | str):
     """A tqdm bar: a widget in notebooks, text in terminals, nothing when off.
 
-    ``DGM_PROGRESS=off|text|auto`` in the environment overrides ``enabled="auto"``
-    (the book build sets ``off`` so no widget state lands in the static HTML).
+    ``DGM_PROGRESS=auto|on|text|off`` in the environment overrides ``enabled="auto"``.
+    A notebook run unattended (the book build, nbmake: :func:`dgm.live_notebook` is False) never
+    shows one, whatever the setting, so no dead widget or bar text lands in the built pages.
     In a terminal the text bar only shows when stderr is a TTY, so logs stay clean.
     """
-    mode = os.environ.get("DGM_PROGRESS", "auto") if enabled == "auto" else ("auto" if enabled else "off")
-    if mode == "off":
-        return None
+    from . import live_notebook, progress_setting
+
+    mode = progress_setting() if enabled == "auto" else ("auto" if enabled else "off")
     in_notebook = "ipykernel" in sys.modules
+    if mode == "off" or (in_notebook and not live_notebook()):
+        return None
     if mode == "auto" and in_notebook:
         from tqdm.notebook import tqdm
 
@@ -156,6 +170,7 @@ def fit(
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     initialize: bool = True,
     progress: bool | str = "auto",
+    threads: int | None = None,
 ) -> History:
     """Train ``model`` on ``train`` and return its :class:`History`.
 
@@ -181,6 +196,9 @@ def fit(
             binarization, ``DataSplit.batch_transform``).
         initialize: call ``model.initialize(train)`` once before training.
         progress: ``True``/``False`` or ``"auto"`` (see ``DGM_PROGRESS``).
+        threads: CPU threads for the run (``torch.set_num_threads``, restored afterwards);
+            ``None`` keeps the current setting. Small models run faster on one thread when
+            anything else is busy (the registry's defaults say which).
 
     Under ``torchrun`` (a process group is initialised, see
     :func:`init_distributed_from_env`) each of the N processes takes its
@@ -189,8 +207,12 @@ def fit(
     stop at the same step: the run follows the single-process one with the
     same global batch.
 
+    Ctrl-C stops training cleanly: the best weights so far are restored and
+    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) carries the history.
+
     Raises:
         FloatingPointError: a loss became NaN or infinite; the message names the step.
+        TrainingInterrupted: Ctrl-C; the model holds the best weights so far.
     """
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"fit expects a dgm GenerativeModel, got {type(model).__name__}")
@@ -212,6 +234,27 @@ def fit(
         raise ValueError("val is empty; pass None to train without validation")
     if eval_every <= 0 or batch_size <= 0:
         raise ValueError("eval_every and batch_size must be positive")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0 (nothing trains at {lr!r}), e.g. 1e-3")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0):
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    # the whole split is checked once here, so a bad value fails before step 1, not mid-run
+    if batch_transform is None:
+        model.check_input(train if labels is None else (train, labels), "training_step")
+    if val is not None:
+        model.check_input(val, "loss")
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _fit(model, train, labels, val, batch_size, lr, max_steps, budget_seconds, eval_every,
+                    patience, seed, device, batch_transform, initialize, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _fit(model, train, labels, val, batch_size, lr, max_steps, budget_seconds, eval_every, patience,
+         seed, device, batch_transform, initialize, progress) -> History:
 
     device = torch.device(device) if device is not None else default_device()
     rank, world = process_group()
@@ -277,56 +320,61 @@ def fit(
     # training cannot improve on is what early stopping keeps
     evaluate(0)
     history.stopped_because = "max_steps"
-    while True:
-        if max_steps is not None and step >= max_steps:
-            history.stopped_because = "max_steps"
-            break
-        if out_of_time():
-            history.stopped_because = "budget_seconds"
-            break
-        if cursor + batch_size > len(train):
-            order = torch.randperm(len(train), generator=gen)
-            cursor = 0
-        indices = order[cursor : cursor + batch_size]
-        if world > 1:
-            indices = indices.tensor_split(world)[rank]  # this process's share
-        batch = train[indices.to(device)]
-        cursor += batch_size
-        if batch_transform is not None:
-            batch = batch_transform(batch)
-        if labels is not None:
-            batch = (batch, labels[indices.to(device)])
-        losses = model.training_step(batch, optimizers)
-        step += 1
-        values = {k: float(v) for k, v in losses.items()}
-        if world > 1:  # log the global batch's loss: the mean of the processes' shares
-            import torch.distributed as dist
-
-            stacked = torch.tensor(list(values.values()), dtype=torch.float64)
-            dist.all_reduce(stacked)
-            values = dict(zip(values, (stacked / world).tolist()))
-        for name, value in values.items():
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"{name} became {value} at step {step}: try a lower learning rate (now {lr}), "
-                    f"a smaller batch or gradient clipping, and check that the data is in the range "
-                    f"the model expects (e.g. integer levels for categorical pixels)"
-                )
-            running[name] = running.get(name, 0.0) + value
-        running_count += 1
-        if bar is not None:
-            bar.update(1)
-        if step % eval_every == 0:
-            history.train.append((step, {k: v / running_count for k, v in running.items()}))
-            running, running_count = {}, 0
-            if bar is not None:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in history.train[-1][1].items()}, refresh=False)
-            if _any_process(evaluate(step), world):
-                history.stopped_because = "early_stopping"
+    interrupted = False
+    try:  # Ctrl-C: stop here, keep the best weights so far, and tell the caller
+        while True:
+            if max_steps is not None and step >= max_steps:
+                history.stopped_because = "max_steps"
                 break
+            if out_of_time():
+                history.stopped_because = "budget_seconds"
+                break
+            if cursor + batch_size > len(train):
+                order = torch.randperm(len(train), generator=gen)
+                cursor = 0
+            indices = order[cursor : cursor + batch_size]
+            if world > 1:
+                indices = indices.tensor_split(world)[rank]  # this process's share
+            batch = train[indices.to(device)]
+            cursor += batch_size
+            if batch_transform is not None:
+                batch = batch_transform(batch)
+            if labels is not None:
+                batch = (batch, labels[indices.to(device)])
+            losses = model.training_step(batch, optimizers)
+            step += 1
+            values = {k: float(v) for k, v in losses.items()}
+            if world > 1:  # log the global batch's loss: the mean of the processes' shares
+                import torch.distributed as dist
+
+                stacked = torch.tensor(list(values.values()), dtype=torch.float64)
+                dist.all_reduce(stacked)
+                values = dict(zip(values, (stacked / world).tolist()))
+            for name, value in values.items():
+                if not math.isfinite(value):
+                    raise FloatingPointError(
+                        f"{name} became {value} at step {step}: try a lower learning rate (now {lr}), "
+                        f"a smaller batch or gradient clipping, and check that the data is in the range "
+                        f"the model expects (e.g. integer levels for categorical pixels)"
+                    )
+                running[name] = running.get(name, 0.0) + value
+            running_count += 1
+            if bar is not None:
+                bar.update(1)
+            if step % eval_every == 0:
+                history.train.append((step, {k: v / running_count for k, v in running.items()}))
+                running, running_count = {}, 0
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in history.train[-1][1].items()}, refresh=False)
+                if _any_process(evaluate(step), world):
+                    history.stopped_because = "early_stopping"
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+        history.stopped_because = "interrupted"
     if running_count:
         history.train.append((step, {k: v / running_count for k, v in running.items()}))
-    if step % eval_every != 0 and history.stopped_because != "early_stopping" and step > 0:
+    if step % eval_every != 0 and history.stopped_because not in ("early_stopping", "interrupted") and step > 0:
         evaluate(step)
     if bar is not None:
         bar.close()
@@ -337,6 +385,8 @@ def fit(
     model.eval()
     history.steps = step
     history.seconds = time.perf_counter() - start
+    if interrupted:
+        raise TrainingInterrupted(history)
     return history
 
 
