@@ -30,7 +30,8 @@ def html(tmp_path_factory) -> Path:
             pytest.fail(f"DGM_BOOK_HTML={built} holds no index.html; build with `jupyter-book build . -W` first")
         return built
     out = tmp_path_factory.mktemp("book")
-    env = dict(os.environ, DGM_QUICK="1", DGM_PROGRESS="off")
+    # built the usual way, with no DGM_PROGRESS=off: and even with bars asked for, none may reach a page
+    env = dict(os.environ, DGM_QUICK="1", DGM_PROGRESS="on")
     # make "python" in kernel specs resolve to this environment's interpreter
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     cmd = [*_jupyter_book_cmd(), "build", str(ROOT), "-W", "--keep-going", "--path-output", str(out)]

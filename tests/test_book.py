@@ -70,6 +70,25 @@ def test_chapter_one_has_a_png_figure(html):
             assert (html / "chapters" / src).resolve().exists(), f"{src} is referenced but missing"
 
 
+# a widget view needs a live kernel (or widget JavaScript from a CDN): in a static page it is dead
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+# what a tqdm text bar leaves in an output: " 45%|####5     | 450/1000 [00:01<00:02, 300.00step/s]"
+TEXT_BAR = re.compile(r"\|\s*\d+/\d+ \[\d+:\d+|\d+(\.\d+)?(step|it)/s\]")
+
+
+def test_no_dead_widgets_or_progress_bars(html):
+    """The fixture builds with DGM_PROGRESS=on: progress bars and widgets must still stay out of the pages."""
+    offenders = []
+    for page in html.rglob("*.html"):
+        text = page.read_text(encoding="utf8")
+        if WIDGET_VIEW in text:
+            offenders.append(f"{page.relative_to(html)}: a widget view")
+        match = TEXT_BAR.search(text)
+        if match:
+            offenders.append(f"{page.relative_to(html)}: progress-bar text {match.group(0)!r}")
+    assert not offenders, "\n".join(offenders)
+
+
 def test_no_external_assets(html):
     offenders = []
     for page in html.rglob("*.html"):

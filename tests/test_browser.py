@@ -3,8 +3,9 @@
 Serves the built HTML on 127.0.0.1 and opens every page the table of contents
 lists, by following the "next" links from the front page (so the navigation
 itself is tested). On every page: it loads, no request leaves 127.0.0.1, all
-math typesets with no MathJax error, every image decodes, the console stays
-free of errors.
+math typesets with no MathJax error, every image decodes, every widget view
+renders (a widget with no live kernel is dead: the book must show a static
+fallback), the console stays free of errors.
 
 Reuses the quick-mode build of ``tests/test_book.py`` (the ``html`` fixture),
 or an existing build::
@@ -71,6 +72,9 @@ PAGE_REPORT = """async () => {
     untypeset: math.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60)),
     mathErrors: Array.from(document.querySelectorAll('mjx-merror')).map(e => e.getAttribute('data-mjx-error') || e.textContent.slice(0, 60)),
     brokenImages: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src.slice(0, 80)),
+    deadWidgets: Array.from(document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]'))
+      .filter(s => !(s.parentElement && s.parentElement.querySelector('.jupyter-widgets, .widget-container, .lm-Widget')))
+      .length,
     next: (document.querySelector('a.right-next') || {}).href || null,
     title: document.title,
   };
@@ -120,6 +124,8 @@ def test_every_page_in_a_real_browser(server):
                 problems.append(f"{name}: math not typeset: {text!r}")
             for err in report["mathErrors"][:3]:
                 problems.append(f"{name}: MathJax error: {err!r}")
+            if report["deadWidgets"]:
+                problems.append(f"{name}: {report['deadWidgets']} widget view(s) that do not render")
             for src in report["brokenImages"]:
                 problems.append(f"{name}: broken image {src}")
             for line in console:

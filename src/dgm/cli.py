@@ -299,8 +299,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its mistakes reported as one line (not the whole usage text)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"error: {message}; see `{self.prog} -h`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dgm", description="Deep generative models: the course package.")
+    parser = _Parser(prog="python -m dgm", description="Deep generative models: the course package.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="models and data sets").set_defaults(func=cmd_list)

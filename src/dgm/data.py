@@ -399,10 +399,19 @@ def mnist_root() -> Path:
 def _load_full_mnist(split: str, download: bool) -> DataSplit:
     from torchvision.datasets import MNIST
 
+    import contextlib
+    import sys
+
     root = mnist_root()
     try:
-        official = MNIST(str(root), train=split != "test", download=download)
-    except RuntimeError as err:  # torchvision: "Dataset not found"
+        with contextlib.redirect_stdout(sys.stderr):  # torchvision reports each mirror it tries on stdout
+            official = MNIST(str(root), train=split != "test", download=download)
+    except (RuntimeError, OSError) as err:  # torchvision: "Dataset not found" / "Error downloading ..."
+        if download:
+            raise ValueError(
+                f"could not download full MNIST into {root}: the network failed ({str(err).splitlines()[0]}); "
+                "check the internet connection (or proxy), or use 'mnist5k', which ships offline"
+            ) from None
         raise ValueError(
             f"full MNIST is not in {root}: it is opt-in and needs the internet once; pass download=True "
             "(CLI: --download), set DGM_DATA_DIR to a folder that has it, or use 'mnist5k' (offline)"

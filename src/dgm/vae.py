@@ -57,7 +57,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import GenerativeModel, check_levels, check_positive_int
+from .base import DataSpec, GenerativeModel, check_levels, check_positive_int
 
 LIKELIHOODS = ("categorical", "bernoulli", "gaussian", "logistic")
 #: grey images in [0, 1] are stored as k / 255: the discretized logistic has 256 bins
@@ -280,6 +280,14 @@ class _EncoderDecoder(GenerativeModel):
     def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
         # 1000 training images overfit fast: decoupled weight decay (AdamW) regularises
         return [torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=self.weight_decay)]
+
+    def data_spec(self, method: str = "loss") -> DataSpec:
+        if self.likelihood.kind == "bernoulli":
+            return DataSpec(self.shape, "binary")
+        if self.likelihood.integer_data:
+            return DataSpec(self.shape, "levels", self.likelihood.num_levels)
+        # a Gaussian decoder is a density on any real values; the continuous logistic needs [0, 1]
+        return DataSpec(self.shape, "real" if self.likelihood.kind == "gaussian" else "unit")
 
     def _check(self, x: torch.Tensor) -> torch.Tensor:
         return self.likelihood.check(x, self.shape, type(self).__name__)
