@@ -27,6 +27,7 @@ import functools
 import inspect
 import itertools
 import math
+import numbers
 import types
 import typing
 from collections.abc import Sequence
@@ -95,8 +96,8 @@ def check_batch(x: Any, spec: DataSpec, who: str, dtype: torch.dtype = torch.flo
         hint = ("; add a batch dimension with x[None]" if tuple(x.shape) == spec.shape
                 else "; a 2-D point set is shaped (N, 2), an image batch (N, 1, H, W)")
         noun = "points" if len(spec.shape) == 1 else "examples"
-        raise ValueError(f"{who} expects {noun} of shape (N, {', '.join(map(str, spec.shape))}) "
-                         f"({spec.describe()}); got shape {tuple(x.shape)}{hint}")
+        raise ValueError(f"{who} expects {noun} of shape {spec.shape} ({spec.describe()}); "
+                         f"got shape {tuple(x.shape)}{hint}")
     if len(x) == 0:
         raise ValueError(f"{who} got an empty batch (0 examples); pass at least one example")
     if x.dtype == torch.bool or x.is_complex():
@@ -153,6 +154,22 @@ def _at_the_door(method: Callable) -> Callable:
     return checked
 
 
+def _checks_sample_count(method: Callable) -> Callable:
+    """``sample(n, ...)``: ``n`` must be a positive whole number (the same message for every family)."""
+    if getattr(method, "_checks_input", False):
+        return method
+
+    @functools.wraps(method)
+    def checked(self, n, *args, **kwargs):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
+            raise ValueError(f"{type(self).__name__}.sample(n): n must be a positive whole number of samples, "
+                             f"got {n!r}")
+        return method(self, int(n), *args, **kwargs)
+
+    checked._checks_input = True
+    return checked
+
+
 class GenerativeModel(nn.Module):
     """Base class of every model in :mod:`dgm`.
 
@@ -174,6 +191,8 @@ class GenerativeModel(nn.Module):
         for name in CHECKED_METHODS:
             if name in cls.__dict__ and callable(cls.__dict__[name]):
                 setattr(cls, name, _at_the_door(cls.__dict__[name]))
+        if "sample" in cls.__dict__ and callable(cls.__dict__["sample"]):
+            cls.sample = _checks_sample_count(cls.__dict__["sample"])
 
     def data_spec(self, method: str = "loss") -> DataSpec | None:
         """What ``method`` (``loss``, ``log_prob``, ``elbo``, ``evaluate``, ...) accepts, as a

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import math
 import sys
@@ -132,7 +133,7 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import checkpoints
+    from .checkpoints import OutputClaim
     from .train import TrainingInterrupted
 
     _check_train_args(args)
@@ -147,10 +148,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     path = out_dir / f"{args.model}-{args.data}-seed{args.seed}.pt"
     if path.is_dir():
         raise UsageError(f"{path} is a folder; remove it or choose another --out")
-    claim = checkpoints.OutputClaim(path) if rank == 0 else None
-    if claim is not None:
-        claim.__enter__()
-    try:
+    with contextlib.ExitStack() as stack:
+        if rank == 0:  # from here until the file is written, no other run may claim it
+            stack.enter_context(OutputClaim(path))
         _set_threads(threads)
         print(f"training {args.model} on {args.data} (seed {args.seed}); Ctrl-C stops and keeps the best "
               "weights so far", file=sys.stderr, flush=True)
@@ -175,31 +175,35 @@ def cmd_train(args: argparse.Namespace) -> int:
         if interrupted is not None and history.steps == 0:
             print("interrupted before the first training step: nothing was saved", file=sys.stderr)
             return EXIT_INTERRUPTED
-        settings = result.pop("train_settings")
-        result["checkpoint"] = str(path)
-        checkpoints.save({
-            "model": args.model,
-            "data": args.data,
-            "binarize": args.binarize,
-            "config": model.config,
-            "state_dict": model.state_dict(),
-            "train": settings,
-            "metrics": result,
-            "history": {"train": [[step, values] for step, values in history.train],
-                        "val": [[step, score] for step, score in history.val]},
-        }, path)
-        if args.manifest and interrupted is None:
-            checkpoints.record_in_manifest(path, "python -m dgm " + " ".join(args.argv), result)
-        print(json.dumps(result))
-        if interrupted is not None:
-            best = f" (best validation score at step {history.best_step})" if history.best_step is not None else ""
-            print(f"interrupted after {history.steps} steps: saved the weights so far{best} to {path}, marked "
-                  f"as interrupted; `python -m dgm eval {path}` measures them", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        return 0
-    finally:
-        if claim is not None:
-            claim.__exit__(None, None, None)
+        _save_run(args, path, model, history, result, record=interrupted is None)
+    if interrupted is not None:
+        best = f" (best validation score at step {history.best_step})" if history.best_step is not None else ""
+        print(f"interrupted after {history.steps} steps: saved the weights so far{best} to {path}, marked "
+              f"as interrupted; `python -m dgm eval {path}` measures them", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _save_run(args: argparse.Namespace, path: Path, model, history, result: dict, record: bool) -> None:
+    """Write the checkpoint (atomically), record it in the manifest if asked, print the JSON line."""
+    from . import checkpoints
+
+    settings = result.pop("train_settings")
+    result["checkpoint"] = str(path)
+    checkpoints.save({
+        "model": args.model,
+        "data": args.data,
+        "binarize": args.binarize,
+        "config": model.config,
+        "state_dict": model.state_dict(),
+        "train": settings,
+        "metrics": result,
+        "history": {"train": [[step, values] for step, values in history.train],
+                    "val": [[step, score] for step, score in history.val]},
+    }, path)
+    if args.manifest and record:
+        checkpoints.record_in_manifest(path, "python -m dgm " + " ".join(args.argv), result)
+    print(json.dumps(result))
 
 
 def _load(path: str, device: torch.device):

@@ -54,6 +54,7 @@ from .base import DataSpec, GenerativeModel, check_levels, check_positive_int, h
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddpm", "ddim")
 KINDS = ("points", "categorical", "grey")
+MAX_TIMESTEPS = 100_000
 
 
 # ---------------------------------------------------------------------------
@@ -440,6 +441,8 @@ class DDPM(GenerativeModel):
         if kind == "categorical" and (num_levels is None or num_levels < 2):
             raise ValueError(f"categorical data needs num_levels >= 2, got {num_levels}")
         check_positive_int("timesteps", timesteps)
+        if timesteps > MAX_TIMESTEPS:  # the schedule's tables and every sampling loop grow with T
+            raise ValueError(f"timesteps must be at most {MAX_TIMESTEPS:,} (1,000 is the usual choice), got {timesteps:,}")
         self.schedule = Schedule.make(schedule, timesteps)
         self._check_sampler(sampler, sample_steps, eta, timesteps)
         if eval_timesteps is not None:

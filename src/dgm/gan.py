@@ -184,12 +184,14 @@ class AdversarialModel(GenerativeModel):
         return discriminator_loss(self.critic(x), self.critic(fake))
 
     def data_spec(self, method: str = "loss") -> DataSpec:
-        """Points for the 2-D GAN; images: levels when ``num_levels`` is set, else grey values in [0, 1]."""
+        """Points for the 2-D GAN; images: levels when ``num_levels`` is set, else grey values in [0, 1].
+        A conditional GAN trains on (images, labels) pairs; ``evaluate`` takes the images alone."""
         if "dim" in self.config:
             return DataSpec((self.config["dim"],), "real")
         levels = self.config.get("num_levels")
         kind = "unit" if levels is None else "levels"
-        return DataSpec(tuple(self.config["shape"]), kind, levels, labels=self.config.get("num_classes"))
+        labels = self.config.get("num_classes") if method in ("loss", "training_step") else None
+        return DataSpec(tuple(self.config["shape"]), kind, levels, labels=labels)
 
     def critic(self, x: torch.Tensor) -> torch.Tensor:
         """D's logits ``(B,)`` on a batch of data."""

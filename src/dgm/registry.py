@@ -14,6 +14,7 @@ A checkpoint written by ``python -m dgm train`` is a plain dict (loadable with
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -81,17 +82,18 @@ def build(name: str, data_info: dict, **overrides: Any) -> GenerativeModel:
                          f"{str(err).splitlines()[0] if str(err) else ''}") from None
 
 
-#: the most parameters a model built from ``--set`` may have: ~1.6 GB of float32 weights, plus as much
-#: again for each of Adam's two moments, is already more than a laptop spares
+#: the most numbers (parameters and buffers) a model built from ``--set`` may hold: ~1.6 GB of float32
+#: weights, plus as much again for each of Adam's two moments, is already more than a laptop spares
 MAX_PARAMETERS = 400_000_000
 
 
 def _check_size(name: str, cls: type, config: dict, overrides: dict) -> None:
-    """Refuse settings that make a model too large, before allocating it: count its parameters on
-    PyTorch's meta device (shapes only, no memory, no random numbers drawn)."""
+    """Refuse settings that make a model too large, before allocating it: count its parameters and
+    buffers on PyTorch's meta device (shapes only, no memory, no random numbers drawn)."""
     try:
         with torch.device("meta"):
-            count = cls(**config).num_parameters()
+            probe = cls(**config)
+            count = sum(t.numel() for t in itertools.chain(probe.parameters(), probe.buffers()))
     except Exception:  # noqa: BLE001  the real construction below reports the problem
         return
     if count > MAX_PARAMETERS:
