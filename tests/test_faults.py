@@ -457,3 +457,24 @@ def test_fit_checks_the_whole_training_set_before_step_one():
 def test_float64_points_are_taken_in_the_models_dtype():
     model, x, _ = _model_and_batch("gmm")
     assert torch.allclose(model.log_prob(x.double()), model.log_prob(x))
+
+
+# ---- progress bars and widgets only where someone is watching ------------------------------------------
+@pytest.mark.parametrize("allow_stdin, live", [(True, True), (False, False)])
+def test_a_notebook_is_live_only_when_its_frontend_allows_input(monkeypatch, allow_stdin, live):
+    import types
+
+    from dgm.train import _progress_bar
+
+    kernel = types.SimpleNamespace(_allow_stdin=allow_stdin)
+    shell = types.SimpleNamespace(kernel=kernel)
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    fake_ipython = types.ModuleType("IPython")
+    fake_ipython.get_ipython = lambda: shell
+    monkeypatch.setitem(sys.modules, "IPython", fake_ipython)
+    assert dgm.live_notebook() is live
+    if not live:  # an unattended run (the book build, nbmake) gets no bar, whatever DGM_PROGRESS says
+        for setting in ("on", "text", "auto"):
+            monkeypatch.setenv("DGM_PROGRESS", setting)
+            assert _progress_bar(10, "auto") is None
+            assert _progress_bar(10, True) is None
