@@ -19,13 +19,19 @@ SMALL = {"made": {"hidden_sizes": (32,)}, "pixelcnn": {"channels": 8, "num_layer
 DATA_FOR = {"points": "ring", "categorical": "digits", "grey": "mnist5k", "binary": "mnist5k-bin"}
 
 
+def small_model(name: str):
+    """Registry model ``name``, small, built (seed 0) for the validation split of a data set it fits."""
+    spec = registry.MODELS[name]
+    split = data.load("mnist5k" if name == "cyclegan" else DATA_FOR[spec.data_kinds[0]], "val")
+    torch.manual_seed(0)
+    return registry.build(name, split.info(), **SMALL.get(name, {})), split
+
+
 @pytest.mark.parametrize("name", sorted(registry.MODELS))
 def test_every_model_speaks_the_api_and_survives_a_checkpoint(name, tmp_path):
     spec = registry.MODELS[name]
-    data_name = "mnist5k" if name == "cyclegan" else DATA_FOR[spec.data_kinds[0]]
-    split = data.load(data_name, "val")
-    torch.manual_seed(0)
-    model = registry.build(name, split.info(), **SMALL.get(name, {}))
+    model, split = small_model(name)
+    data_name = split.name
     batch = (split.x[:32], split.y[:32]) if spec.labels else split.x[:32]
     model.initialize(batch)
     losses = model.training_step(batch, model.configure_optimizers(1e-3))

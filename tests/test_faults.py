@@ -24,6 +24,7 @@ import dgm
 from dgm import checkpoints, cli, data, registry
 from dgm.base import check_settings
 from dgm.checkpoints import CheckpointError
+from test_contract import small_model
 
 ENV = {**os.environ, "DGM_PROGRESS": "off", "OMP_NUM_THREADS": "1"}
 
@@ -366,19 +367,9 @@ def test_settings_of_the_wrong_type_are_refused(settings, words):
 
 
 # ---- inputs checked at every model's door ------------------------------------------------------------
-SMALL = {"made": {"hidden_sizes": (32,)}, "pixelcnn": {"channels": 8, "num_layers": 2},
-         "wavenet": {"channels": 8}, "gan": {"hidden": 16}, "dcgan": {"channels": 8}, "cgan": {"channels": 8},
-         "cyclegan": {"channels": 4, "disc_channels": 4}, "realnvp": {"num_blocks": 2}, "nsf": {"num_blocks": 1},
-         "maf": {"num_blocks": 1}, "iaf": {"num_blocks": 1}}
-DATA_FOR = {"points": "ring", "categorical": "digits", "grey": "mnist5k", "binary": "mnist5k-bin"}
-
-
 def _model_and_batch(name: str):
-    spec = registry.MODELS[name]
-    split = data.load("mnist5k" if name == "cyclegan" else DATA_FOR[spec.data_kinds[0]], "val")
-    torch.manual_seed(0)
-    model = registry.build(name, split.info(), **SMALL.get(name, {}))
-    return model, split.x[:8], (split.y[:8] if spec.labels else None)
+    model, split = small_model(name)
+    return model, split.x[:8], (split.y[:8] if registry.MODELS[name].labels else None)
 
 
 def _bad_batches(x: torch.Tensor, kind: str) -> dict[str, tuple[object, str]]:
