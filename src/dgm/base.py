@@ -44,8 +44,9 @@ class DataSpec:
 
     ``kind``: ``"levels"`` (integers ``0..num_levels-1``, as int64 or as floats that hold integers),
     ``"binary"`` (0/1), ``"unit"`` (grey values in ``[0, 1]``), ``"dequantized"`` (levels plus uniform
-    noise: reals in ``[0, num_levels]``) or ``"real"`` (any finite numbers, the 2-D points). ``labels``: the number of classes of a conditional model, whose batches are pairs
-    ``(x, y)``; ``None`` for unconditional models.
+    noise: reals in ``[0, num_levels]``) or ``"real"`` (any finite numbers, the 2-D points).
+    ``labels``: the number of classes of a conditional model, whose batches are pairs ``(x, y)``;
+    ``None`` for unconditional models.
     """
 
     shape: tuple[int, ...]
@@ -137,16 +138,22 @@ def _at_the_door(method: Callable) -> Callable:
     if getattr(method, "_checks_input", False):
         return method
 
+    first = list(inspect.signature(method).parameters)[1]  # the batch's name, for keyword calls
+
     @functools.wraps(method)
-    def checked(self, x, *args, **kwargs):
+    def checked(self, *args, **kwargs):
         depth = self.__dict__.get("_door_depth", 0)
-        if depth == 0:
+        if depth == 0 and (args or first in kwargs):
             spec = self.data_spec(method.__name__)
             if spec is not None:
-                x = check_batch(x, spec, f"{type(self).__name__}.{method.__name__}", self.float_dtype)
+                who = f"{type(self).__name__}.{method.__name__}"
+                if args:
+                    args = (check_batch(args[0], spec, who, self.float_dtype), *args[1:])
+                else:
+                    kwargs[first] = check_batch(kwargs[first], spec, who, self.float_dtype)
         self.__dict__["_door_depth"] = depth + 1
         try:
-            return method(self, x, *args, **kwargs)
+            return method(self, *args, **kwargs)
         finally:
             self.__dict__["_door_depth"] = depth
 
