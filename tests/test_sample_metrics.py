@@ -172,6 +172,29 @@ def test_sample_metrics_on_sharp_toys():
     assert good["modes_captured"] == 8 and good["high_quality_frac"] > 0.97
     collapsed = metrics.sample_metrics(_Sampler(lambda n: density.means[:1].repeat(n, 1)), "ring-sharp")
     assert collapsed["modes_captured"] == 1
+    assert 0.95 < good["mode_std_ratio"] < 1.05 and abs(good["energy_distance"]) < 0.01
+
+
+@pytest.mark.parametrize("name", ["ring-sharp", "grid-sharp"])
+def test_mode_std_ratio_sees_samples_narrower_or_wider_than_the_data(name):
+    """A sampler can score a perfect high-quality fraction with its modes shrunk to points; the spread
+    ratio and the energy distance cannot be fooled that way."""
+    density = data.toy_density(name)
+
+    def around_modes(scale):
+        def draw(n):
+            x = density.sample(n, seed=11).double()
+            centre = density.means[torch.cdist(x, density.means.double()).argmin(1)]
+            return (centre + scale * (x - centre)).float()
+        return _Sampler(draw)
+
+    scores = {scale: metrics.sample_metrics(around_modes(scale), name) for scale in (0.5, 1.0, 1.5)}
+    assert 0.95 < scores[1.0]["mode_std_ratio"] < 1.05
+    assert 0.45 < scores[0.5]["mode_std_ratio"] < 0.55
+    assert scores[1.5]["mode_std_ratio"] > 1.3
+    assert scores[0.5]["high_quality_frac"] >= scores[1.0]["high_quality_frac"]  # what the old metric rewards
+    assert scores[0.5]["energy_distance"] > scores[1.0]["energy_distance"] + 1e-4
+    assert math.isnan(metrics.mode_spread(density.means[:1] + 100.0, density.means, density.std))
 
 
 def test_sample_metrics_on_images_rank_real_above_blank():

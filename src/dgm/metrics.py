@@ -114,6 +114,28 @@ def mode_coverage(samples: torch.Tensor, modes: torch.Tensor, std: float) -> dic
     }
 
 
+def mode_spread(samples: torch.Tensor, modes: torch.Tensor, std: float) -> float:
+    """The samples' spread around the modes they land on: the pooled per-coordinate standard deviation
+    of the high-quality samples (within 3 ``std`` of their nearest mode) about their mode's sample mean.
+
+    :func:`mode_coverage` cannot see a sampler whose modes are narrower than the data's (it even scores
+    it above a perfect sampler); this can. Compare it with the same number for true samples
+    (``mode_std_ratio`` in :func:`sample_metrics`: 1.0 is perfect, below 1 too narrow, above too wide).
+    Returns NaN when no mode holds two high-quality samples.
+    """
+    modes = _check_points("modes", modes)
+    samples = _check_points("samples", samples, modes.shape[1])
+    distance, nearest = torch.cdist(samples, modes).min(dim=1)
+    keep = distance <= 3 * std
+    points, owner = samples[keep].double(), nearest[keep]
+    counts = torch.bincount(owner, minlength=len(modes)).double()
+    means = torch.zeros(len(modes), modes.shape[1], dtype=torch.float64).index_add_(0, owner, points)
+    means = means / counts.clamp(min=1)[:, None]
+    squares = (points - means[owner]).pow(2).sum()
+    degrees = (counts[counts >= 1] - 1).sum() * modes.shape[1]
+    return float((squares / degrees).sqrt()) if degrees > 0 else math.nan
+
+
 def energy_distance(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> float:
     """Energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` between two samples.
 
@@ -184,7 +206,8 @@ def sample_metrics(model, data_name: str, n: int | None = None, seed: int = 0) -
     """Score ``model.sample(n)`` against the data, for any family.
 
     * ``ring-sharp``, ``grid-sharp``: :func:`mode_coverage` of 2,500 samples
-      (``modes_captured``, ``high_quality_frac``);
+      (``modes_captured``, ``high_quality_frac``), ``mode_std_ratio`` (:func:`mode_spread` of the
+      samples over that of as many test points: 1.0 is perfect) and ``energy_distance`` to the test points;
     * other 2-D toys: :func:`energy_distance` of 2,000 samples to the first 2,000
       test points;
     * ``digits``, ``mnist5k``, ``mnist5k-bin``, ``mnist``: 1,000 samples; ``fd``, the
@@ -217,11 +240,12 @@ def sample_metrics(model, data_name: str, n: int | None = None, seed: int = 0) -
     if hasattr(model, "sampling_passes"):
         result["sampling_passes"] = model.sampling_passes()
     if test.kind == "points":
+        reference = test.x[:n] if data_name in SHARP_TOYS else test.x[:2000]
         if data_name in SHARP_TOYS:
-            result.update(mode_coverage(samples.float(), test.density.means, test.density.std))
-        else:
-            reference = test.x[:2000]
-            result["energy_distance"] = energy_distance(samples.float(), reference)
+            means, std = test.density.means, test.density.std
+            result.update(mode_coverage(samples.float(), means, std))
+            result["mode_std_ratio"] = mode_spread(samples.float(), means, std) / mode_spread(reference, means, std)
+        result["energy_distance"] = energy_distance(samples.float(), reference)
         return result
     from .classifier import load_classifier
 
