@@ -100,6 +100,11 @@ def _writable_folder(folder: Path, flag: str) -> Path:
     return folder
 
 
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**63:
+        raise UsageError(f"--seed {seed}: must be a whole number from 0 to 2**63 - 1")
+
+
 def _check_train_args(args: argparse.Namespace) -> None:
     if args.model not in registry.MODELS:
         raise UsageError(f"unknown model {args.model!r}; valid models: {', '.join(sorted(registry.MODELS))}")
@@ -120,6 +125,7 @@ def _check_train_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--download applies to --data mnist only ({args.data} ships with the packages)")
     if args.threads is not None and args.threads <= 0:
         raise UsageError(f"--threads {args.threads}: must be a positive whole number")
+    _check_seed(args.seed)
 
 
 def cmd_list(_: argparse.Namespace) -> int:
@@ -252,6 +258,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n <= 0:
         raise UsageError(f"-n {args.n}: the number of samples must be positive")
+    _check_seed(args.seed)
     device = _device(args.device)
     output = _image_path(args.output)
     model, ckpt = _load(args.checkpoint, device)
@@ -281,6 +288,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_classifier(args: argparse.Namespace) -> int:
     from . import classifier
 
+    if args.epochs <= 0:
+        raise UsageError(f"--epochs {args.epochs}: must be a positive whole number")
+    _check_seed(args.seed)
+    _writable_folder(Path(args.out), "--out")
     model, metrics = classifier.train_classifier(args.data, epochs=args.epochs, seed=args.seed)
     command = f"python -m dgm classifier --data {args.data} --epochs {args.epochs} --seed {args.seed}"
     path = classifier.save_classifier(model, metrics, args.out, command)
@@ -295,6 +306,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--budget-seconds {args.budget_seconds}: must be a number of seconds > 0")
     if args.data not in data_module.DATASETS:
         raise UsageError(f"unknown data set {args.data!r}; valid data sets: {', '.join(data_module.DATASETS)}")
+    _check_seed(args.seed)
     _set_threads(args.threads)
 
     rows = compare.compare(args.data, train=args.train, budget_seconds=args.budget_seconds, seed=args.seed,
