@@ -214,6 +214,33 @@ def fit(
         FloatingPointError: a loss became NaN or infinite; the message names the step.
         TrainingInterrupted: Ctrl-C; the model holds the best weights so far.
     """
+    train, labels = _check_fit_arguments(model, train, val, batch_size, lr, max_steps, budget_seconds,
+                                         eval_every, threads)
+    # what initialize() and the checks see: with a batch transform (dynamic binarisation), one transformed
+    # copy, drawn on a side stream so the training noise is the same as without it
+    first_view = train
+    if batch_transform is not None:
+        with torch.random.fork_rng(devices=[]):
+            first_view = batch_transform(train)
+    # the whole split is checked once here, so a bad value fails before step 1, not mid-run
+    model.check_input(first_view if labels is None else (first_view, labels), "training_step")
+    if val is not None:
+        model.check_input(val, "loss")
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _fit(model, train, labels, val, first_view if initialize else None, batch_size=batch_size, lr=lr,
+                    max_steps=max_steps, budget_seconds=budget_seconds, eval_every=eval_every,
+                    patience=patience, seed=seed, device=device, batch_transform=batch_transform,
+                    progress=progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _check_fit_arguments(model, train, val, batch_size, lr, max_steps, budget_seconds, eval_every,
+                         threads) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Refuse arguments that cannot train; returns ``(examples, labels or None)``."""
     if not isinstance(model, GenerativeModel):
         raise TypeError(f"fit expects a dgm GenerativeModel, got {type(model).__name__}")
     if max_steps is None and budget_seconds is None:
@@ -238,24 +265,110 @@ def fit(
         raise ValueError(f"lr must be a finite number > 0 (nothing trains at {lr!r}), e.g. 1e-3")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0):
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
-    # the whole split is checked once here, so a bad value fails before step 1, not mid-run
-    if batch_transform is None:
-        model.check_input(train if labels is None else (train, labels), "training_step")
-    if val is not None:
-        model.check_input(val, "loss")
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        return _fit(model, train, labels, val, batch_size, lr, max_steps, budget_seconds, eval_every,
-                    patience, seed, device, batch_transform, initialize, progress)
-    finally:
-        torch.set_num_threads(previous_threads)
+    return train, labels
 
 
-def _fit(model, train, labels, val, batch_size, lr, max_steps, budget_seconds, eval_every, patience,
-         seed, device, batch_transform, initialize, progress) -> History:
+class _Batches:
+    """Minibatches in a seeded random order, reshuffled after each pass; under ``torchrun`` each
+    process takes its share of every global batch."""
 
+    def __init__(self, x, labels, batch_size: int, seed: int, transform, rank: int, world: int) -> None:
+        self.x, self.labels, self.transform, self.rank, self.world = x, labels, transform, rank, world
+        self.batch_size = min(batch_size, len(x))
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.order = torch.randperm(len(x), generator=self.generator)
+        self.cursor = 0
+
+    def next(self):
+        if self.cursor + self.batch_size > len(self.x):
+            self.order = torch.randperm(len(self.x), generator=self.generator)
+            self.cursor = 0
+        indices = self.order[self.cursor : self.cursor + self.batch_size]
+        if self.world > 1:
+            indices = indices.tensor_split(self.world)[self.rank]  # this process's share
+        indices = indices.to(self.x.device)
+        self.cursor += self.batch_size
+        batch = self.x[indices]
+        if self.transform is not None:
+            batch = self.transform(batch)
+        return batch if self.labels is None else (batch, self.labels[indices])
+
+
+class _BestWeights:
+    """Scores the validation split, keeps a copy of the best weights, and counts evaluations
+    without improvement (early stopping)."""
+
+    def __init__(self, model: GenerativeModel, val, patience: int | None, history: History, lr: float) -> None:
+        self.model, self.val, self.patience, self.history, self.lr = model, val, patience, history, lr
+        self.state: dict | None = None
+        self.bad_evals = 0
+
+    def evaluate(self, step: int) -> bool:
+        """Score val at ``step``; True when patience has run out."""
+        self.model.eval()
+        score = _validation(self.model, self.val)
+        self.model.train()
+        if score is None:
+            return False
+        if not math.isfinite(score):
+            raise FloatingPointError(f"validation score became {score} at step {step}; "
+                                     f"try a lower learning rate (now {self.lr}) or check the data range")
+        self.history.val.append((step, score))
+        if self.history.best_val is None or score < self.history.best_val:
+            self.history.best_val, self.history.best_step = score, step
+            self.state = copy.deepcopy(self.model.state_dict())
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+        return self.patience is not None and self.bad_evals >= self.patience
+
+    def restore(self) -> None:
+        if self.state is not None:
+            self.model.load_state_dict(self.state)
+
+
+class _RunningMeans:
+    """The logged losses: averages over the steps since the last log line."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.count += 1
+
+    def flush(self, step: int, history: History) -> dict[str, float] | None:
+        if not self.count:
+            return None
+        means = {k: v / self.count for k, v in self.sums.items()}
+        history.train.append((step, means))
+        self.sums, self.count = {}, 0
+        return means
+
+
+def _step_values(losses: dict[str, torch.Tensor], step: int, lr: float, world: int) -> dict[str, float]:
+    """A step's losses as floats (the global batch's under ``torchrun``); a NaN or inf stops the run."""
+    values = {k: float(v) for k, v in losses.items()}
+    if world > 1:  # log the global batch's loss: the mean of the processes' shares
+        import torch.distributed as dist
+
+        stacked = torch.tensor(list(values.values()), dtype=torch.float64)
+        dist.all_reduce(stacked)
+        values = dict(zip(values, (stacked / world).tolist()))
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"{name} became {value} at step {step}: try a lower learning rate (now {lr}), "
+                f"a smaller batch or gradient clipping, and check that the data is in the range "
+                f"the model expects (e.g. integer levels for categorical pixels)")
+    return values
+
+
+def _fit(model, train, labels, val, first_view, *, batch_size, lr, max_steps, budget_seconds, eval_every,
+         patience, seed, device, batch_transform, progress) -> History:
+    """The loop itself: set up, then step, log and evaluate until a stopping rule says stop."""
     device = torch.device(device) if device is not None else default_device()
     rank, world = process_group()
     if batch_size % world:
@@ -266,126 +379,50 @@ def _fit(model, train, labels, val, batch_size, lr, max_steps, budget_seconds, e
     # built before the clock starts: the first optimizer pays a one-off import cost (~1 s)
     optimizers = model.configure_optimizers(lr)
     start = time.perf_counter()
-    train = train.to(device)
-    labels = labels.to(device) if labels is not None else None
-    if isinstance(val, (tuple, list)):
-        val = tuple(t.to(device) for t in val)
-    elif val is not None:
-        val = val.to(device)
-    if initialize:
-        model.initialize(train if labels is None else (train, labels))
+    train, labels = train.to(device), labels.to(device) if labels is not None else None
+    val = tuple(t.to(device) for t in val) if isinstance(val, (tuple, list)) else val
+    val = val.to(device) if torch.is_tensor(val) else val
+    if first_view is not None:
+        first_view = first_view.to(device)
+        model.initialize(first_view if labels is None else (first_view, labels))
     hooks = _average_gradients_across_processes(model, world) if world > 1 else []
-
-    history = History()
-    best_state = None
-    bad_evals = 0
-    batch_size = min(batch_size, len(train))
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    order = torch.randperm(len(train), generator=gen)
-    cursor = 0
-    running: dict[str, float] = {}
-    running_count = 0
-    bar = _progress_bar(max_steps, progress)
-
-    def out_of_time() -> bool:
-        if budget_seconds is None:
-            return False
-        return _any_process(time.perf_counter() - start >= budget_seconds, world)
-
-    def evaluate(step: int) -> bool:
-        """Score val, keep the best weights; return True when patience ran out."""
-        nonlocal best_state, bad_evals
-        model.eval()
-        score = _validation(model, val)
-        model.train()
-        if score is None:
-            return False
-        if not math.isfinite(score):
-            raise FloatingPointError(
-                f"validation score became {score} at step {step}; "
-                f"try a lower learning rate (now {lr}) or check the data range"
-            )
-        history.val.append((step, score))
-        if history.best_val is None or score < history.best_val:
-            history.best_val, history.best_step = score, step
-            best_state = copy.deepcopy(model.state_dict())
-            bad_evals = 0
-        else:
-            bad_evals += 1
-        return patience is not None and bad_evals >= patience
-
+    history, log, bar = History(), _RunningMeans(), _progress_bar(max_steps, progress)
+    batches = _Batches(train, labels, batch_size, seed, batch_transform, rank, world)
+    best = _BestWeights(model, val, patience, history, lr)
     model.train()
     step = 0
-    # score the starting point too, so a closed-form initialisation that
-    # training cannot improve on is what early stopping keeps
-    evaluate(0)
+    best.evaluate(0)  # the starting point too: a closed-form initialisation may be what to keep
     history.stopped_because = "max_steps"
-    interrupted = False
     try:  # Ctrl-C: stop here, keep the best weights so far, and tell the caller
-        while True:
-            if max_steps is not None and step >= max_steps:
-                history.stopped_because = "max_steps"
-                break
-            if out_of_time():
+        while max_steps is None or step < max_steps:
+            if budget_seconds is not None and _any_process(time.perf_counter() - start >= budget_seconds, world):
                 history.stopped_because = "budget_seconds"
                 break
-            if cursor + batch_size > len(train):
-                order = torch.randperm(len(train), generator=gen)
-                cursor = 0
-            indices = order[cursor : cursor + batch_size]
-            if world > 1:
-                indices = indices.tensor_split(world)[rank]  # this process's share
-            batch = train[indices.to(device)]
-            cursor += batch_size
-            if batch_transform is not None:
-                batch = batch_transform(batch)
-            if labels is not None:
-                batch = (batch, labels[indices.to(device)])
-            losses = model.training_step(batch, optimizers)
+            values = _step_values(model.training_step(batches.next(), optimizers), step + 1, lr, world)
             step += 1
-            values = {k: float(v) for k, v in losses.items()}
-            if world > 1:  # log the global batch's loss: the mean of the processes' shares
-                import torch.distributed as dist
-
-                stacked = torch.tensor(list(values.values()), dtype=torch.float64)
-                dist.all_reduce(stacked)
-                values = dict(zip(values, (stacked / world).tolist()))
-            for name, value in values.items():
-                if not math.isfinite(value):
-                    raise FloatingPointError(
-                        f"{name} became {value} at step {step}: try a lower learning rate (now {lr}), "
-                        f"a smaller batch or gradient clipping, and check that the data is in the range "
-                        f"the model expects (e.g. integer levels for categorical pixels)"
-                    )
-                running[name] = running.get(name, 0.0) + value
-            running_count += 1
+            log.add(values)
             if bar is not None:
                 bar.update(1)
             if step % eval_every == 0:
-                history.train.append((step, {k: v / running_count for k, v in running.items()}))
-                running, running_count = {}, 0
+                means = log.flush(step, history)
                 if bar is not None:
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in history.train[-1][1].items()}, refresh=False)
-                if _any_process(evaluate(step), world):
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()}, refresh=False)
+                if _any_process(best.evaluate(step), world):
                     history.stopped_because = "early_stopping"
                     break
     except KeyboardInterrupt:
-        interrupted = True
         history.stopped_because = "interrupted"
-    if running_count:
-        history.train.append((step, {k: v / running_count for k, v in running.items()}))
+    log.flush(step, history)
     if step % eval_every != 0 and history.stopped_because not in ("early_stopping", "interrupted") and step > 0:
-        evaluate(step)
+        best.evaluate(step)
     if bar is not None:
         bar.close()
     for handle in hooks:
         handle.remove()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    best.restore()
     model.eval()
-    history.steps = step
-    history.seconds = time.perf_counter() - start
-    if interrupted:
+    history.steps, history.seconds = step, time.perf_counter() - start
+    if history.stopped_because == "interrupted":
         raise TrainingInterrupted(history)
     return history
 
