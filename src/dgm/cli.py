@@ -42,6 +42,7 @@ from .train import default_device, init_distributed_from_env
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 #: ``sample`` draws at most this many: a grid of 20 x 20 images is the most that stays readable
 MAX_IMAGES, MAX_POINTS = 400, 100_000
+THREADS_HELP = "CPU threads (default: 1 for the small models, one per core for the convolutional ones)"
 
 
 class UsageError(ValueError):
@@ -147,7 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = registry.get(args.model)
     check_settings(spec.cls, overrides)  # a typo fails now, not after the data has loaded
     device = _device(args.device)
-    threads = args.threads if args.threads is not None else spec.threads
+    threads = args.threads if args.threads is not None else registry.default_threads(args.model, args.data)
     # under torchrun: join the process group; every process trains, process 0 reports
     rank, world = init_distributed_from_env(device)
     out_dir = _writable_folder(Path(args.out), "--out") if rank == 0 else Path(args.out)
@@ -220,7 +221,8 @@ def _load(path: str, device: torch.device):
 def cmd_eval(args: argparse.Namespace) -> int:
     device = _device(args.device)
     model, ckpt = _load(args.checkpoint, device)
-    _set_threads(args.threads if args.threads is not None else registry.MODELS[ckpt["model"]].threads)
+    _set_threads(args.threads if args.threads is not None
+                 else registry.default_threads(ckpt["model"], ckpt["data"]))
     recorded = ckpt.get("metrics", {})
     result = {key: recorded.get(key) for key in ("model", "data", "seed", "train_seconds", "steps")}
     result.update({"model": ckpt["model"], "data": ckpt["data"], "params": model.num_parameters()})
@@ -262,7 +264,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     device = _device(args.device)
     output = _image_path(args.output)
     model, ckpt = _load(args.checkpoint, device)
-    _set_threads(args.threads if args.threads is not None else registry.MODELS[ckpt["model"]].threads)
+    _set_threads(args.threads if args.threads is not None
+                 else registry.default_threads(ckpt["model"], ckpt["data"]))
     points = model.data_spec() is not None and len(model.data_spec().shape) == 1
     limit = MAX_POINTS if points else MAX_IMAGES
     n = min(args.n, limit)
@@ -340,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-every", type=int, default=None, help="steps between validation scores")
     train.add_argument("--binarize", choices=["fixed", "dynamic"], default=None, help="mnist5k-bin only")
     train.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    train.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 for the small models, else one per core)")
+    train.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model constructor overrides")
     train.add_argument("--manifest", action="store_true",
                        help="record the checkpoint, this command and its metrics in OUT/manifest.json")
@@ -351,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a checkpoint on the test split, print JSON")
     ev.add_argument("checkpoint")
     ev.add_argument("--device", default=None)
-    ev.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 for the small models, else one per core)")
+    ev.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     ev.set_defaults(func=cmd_eval)
 
     sample = sub.add_parser("sample", help="draw samples from a checkpoint into a PNG")
@@ -362,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image file (png, pdf, svg, jpg, ...; other names get .png added)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default=None)
-    sample.add_argument("--threads", type=int, default=None, help="CPU threads (default: 1 for the small models, else one per core)")
+    sample.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     sample.set_defaults(func=cmd_sample)
 
     cmp = sub.add_parser("compare", help="every family on the same data: one table (chapter 7)")

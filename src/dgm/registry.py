@@ -38,9 +38,11 @@ class ModelSpec:
     description: str = ""
     #: conditional models train on ``(x, y)`` pairs: the trainer batches the labels too
     labels: bool = False
-    #: CPU threads a run uses by default (``None``: torch's default, one per core); small models
-    #: lose more to a busy second core than they gain from it (``python -m dgm train --threads N``)
-    threads: int | None = None
+    #: CPU threads a run uses by default: 1 for the small models, which gain little or nothing from a
+    #: second core and lose several-fold when another process is busy on it; ``None`` (one per core)
+    #: for convolutional ones on images. A function of ``DataSplit.info()`` where it depends on the data.
+    #: Measured by ``data/threads_benchmark.py``; ``--threads N`` overrides it.
+    threads: int | None | Callable[[dict], int | None] = 1
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -58,6 +60,17 @@ def get(name: str) -> ModelSpec:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
     return MODELS[name]
+
+
+def default_threads(name: str, data_name: str) -> int | None:
+    """The CPU threads model ``name`` uses on ``data_name`` unless told otherwise (:attr:`ModelSpec.threads`)."""
+    from . import data as data_module
+
+    threads = get(name).threads
+    if callable(threads):
+        kind = "points" if data_name in data_module.TOYS else data_module.load(data_name, "val").kind
+        return threads({"data": data_name, "kind": kind})
+    return threads
 
 
 def build(name: str, data_info: dict, **overrides: Any) -> GenerativeModel:
@@ -188,7 +201,7 @@ def train(
         if train_split.y is None:
             raise ValueError(f"model {name!r} is conditional and needs labelled data; {data_name!r} has no labels")
         train_data, val_data = (train_split.x, train_split.y), (val_split.x, val_split.y)
-    threads = threads if threads is not None else spec.threads
+    threads = threads if threads is not None else default_threads(name, data_name)
     try:
         history = fit(model, train_data, val_data, seed=seed, device=device, threads=threads,
                       batch_transform=train_split.batch_transform, progress=progress, **settings)
@@ -308,6 +321,7 @@ register(ModelSpec(
     data_kinds=("categorical", "binary"),
     train={"budget_seconds": 60, "batch_size": 64, "lr": 3e-3, "eval_every": 50, "patience": 10},
     description="gated PixelCNN (vertical + horizontal stacks, no blind spot); --set gated=False: plain (ch. 2)",
+    threads=None,
 ))
 register(ModelSpec(
     name="wavenet",
@@ -316,6 +330,7 @@ register(ModelSpec(
     data_kinds=("categorical", "binary"),
     train={"budget_seconds": 60, "batch_size": 64, "lr": 3e-3, "eval_every": 50, "patience": 10},
     description="WaveNet: dilated causal gated 1-D convolutions over the raster sequence (ch. 2)",
+    threads=None,
 ))
 
 
@@ -394,6 +409,7 @@ register(ModelSpec(
     data_kinds=("grey", "categorical"),
     train={"max_steps": 1000, "batch_size": 64, "lr": 5e-4, "eval_every": 100, "patience": None},
     description="DCGAN: transposed-convolution generator, strided-convolution discriminator (ch. 4)",
+    threads=None,
 ))
 register(ModelSpec(
     name="cgan",
@@ -405,6 +421,7 @@ register(ModelSpec(
     description="conditional DCGAN: one-hot digit label into G and D, AC-GAN auxiliary classifier "
                 "(--set aux_weight=0 for the plain one) (ch. 4)",
     labels=True,
+    threads=None,
 ))
 register(ModelSpec(
     name="cyclegan",
@@ -413,6 +430,7 @@ register(ModelSpec(
     data_kinds=("grey",),
     train={"max_steps": 600, "batch_size": 32, "lr": 2e-4, "eval_every": 100, "patience": None},
     description="CycleGAN: unpaired thin <-> bold MNIST-5k digits, two generators, cycle loss (ch. 4)",
+    threads=None,
 ))
 
 # ---- chapter 5 (dgm.flows) --------------------------------------------------
@@ -502,4 +520,5 @@ register(ModelSpec(
     train={"budget_seconds": 100, "batch_size": 256, "lr": 1e-3, "eval_every": 250, "patience": None},
     description="denoising diffusion (MLP for points, U-Net for images); sample with --set sampler=ddim "
                 "sample_steps=50 eta=0.0 (ch. 6)",
+    threads=lambda info: 1 if info["kind"] == "points" else None,  # an MLP on points, a U-Net on images
 ))
