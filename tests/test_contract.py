@@ -61,3 +61,19 @@ def test_every_model_speaks_the_api_and_survives_a_checkpoint(name, tmp_path):
         assert all(isinstance(v, float) for v in metrics.values())
         if model.has_exact_likelihood:
             assert {"nll_nats", "bpd"} <= set(metrics) or "nll_bound_nats" in metrics
+
+
+@pytest.mark.parametrize("name", sorted(registry.MODELS))
+def test_the_same_seed_and_steps_give_bit_identical_weights(name):
+    from dgm.train import fit
+
+    spec = registry.MODELS[name]
+    digests = []
+    for _ in range(2):
+        model, split = small_model(name)
+        train = (split.x[:64], split.y[:64]) if spec.labels else split.x[:64]
+        val = (split.x[64:96], split.y[64:96]) if spec.labels else split.x[64:96]
+        history = fit(model, train, val, batch_size=16, max_steps=4, eval_every=2, seed=5, progress=False,
+                      threads=1)
+        digests.append((checkpoints.weights_digest(model.state_dict()), history.train, history.val))
+    assert digests[0] == digests[1]
