@@ -29,6 +29,8 @@ CHECKERS = {
     "conv_mask": a02.check_conv_mask,
     "MaskedConv2d": a02.check_masked_conv2d,
     "pixelcnn": a02.check_pixelcnn,
+    "autoregressive_nll": a02.check_autoregressive_nll,
+    "sample_autoregressive": a02.check_sample_autoregressive,
 }
 
 
@@ -335,7 +337,7 @@ def test_student_notebook_has_no_solutions():
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     for leak in (BEGIN, ">= below", "self.weight * self.mask", "register_buffer"):
         assert leak not in code, leak
-    assert code.count('raise NotImplementedError("your code here")') == 5
+    assert code.count('raise NotImplementedError("your code here")') == 7
     assert not any("Answers" in c.source for c in nb.cells if c.cell_type == "markdown")
 
 
@@ -345,7 +347,8 @@ def test_source_notebook_passes_in_strict_mode(monkeypatch):
     monkeypatch.setenv("DGM_QUICK", "1")
     nb = execute(SOURCE)
     text = text_outputs(nb)
-    assert text.count("[PASS]") == 4
+    assert text.count("[PASS]") == 6
+    assert "your NLL of the trained MADE" in text
     assert "MADE, your masks:" in text and "leaky MADE" in text
     nll = {line.split(":")[0].strip(): float(line.split("test NLL")[1].split()[0])
            for line in text.splitlines() if "test NLL" in line}
@@ -360,5 +363,5 @@ def test_student_notebook_runs_through_without_strict_mode(monkeypatch):
     monkeypatch.setenv("DGM_QUICK", "1")
     nb = execute(STUDENT)
     text = text_outputs(nb)
-    assert text.count("not implemented yet") == 4
-    assert "Finish exercise 1 first" in text
+    assert text.count("not implemented yet") == 6
+    assert "Finish exercise 1 first" in text and "Finish exercises 1, 5 and 6 first" in text

@@ -12,7 +12,8 @@ from dgm.checks import BEGIN, a06
 SOURCE = CHAPTERS / "06_assignment.ipynb"
 STUDENT = CHAPTERS / "06_assignment_student.ipynb"
 
-CHECKERS = {"q_sample": a06.check_q_sample, "ddim_step": a06.check_ddim_step}
+CHECKERS = {"q_sample": a06.check_q_sample, "ddim_step": a06.check_ddim_step,
+            "noise_prediction_loss": a06.check_noise_prediction_loss, "ddpm_step": a06.check_ddpm_step}
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,17 @@ def test_checker_accepts_the_solution(solutions, name):
     assert result.n_hidden >= 3
 
 
+def test_ddpm_step_is_ddim_with_eta_one(solutions):
+    """With eta = 1 and t_prev = t - 1 the DDIM step is the DDPM step (the notebook says so)."""
+    from dgm import diffusion as d
+
+    betas = d.linear_betas(1000)
+    eps, x_t, noise = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    for t in (999, 400, 1):
+        assert torch.allclose(solutions["ddpm_step"](eps, x_t, t, betas, noise),
+                              solutions["ddim_step"](eps, x_t, t, t - 1, betas, 1.0, noise), atol=1e-10)
+
+
 def test_solutions_agree_with_the_package_in_float32_too(solutions):
     """The learner's functions also work on float32 tensors, as the sampler cell feeds them."""
     from dgm import diffusion as d
@@ -39,7 +51,9 @@ def test_solutions_agree_with_the_package_in_float32_too(solutions):
 
 
 @pytest.mark.parametrize("checker,mistakes", [(a06.check_q_sample, a06.Q_SAMPLE_MISTAKES),
-                                              (a06.check_ddim_step, a06.DDIM_MISTAKES)])
+                                              (a06.check_ddim_step, a06.DDIM_MISTAKES),
+                                              (a06.check_noise_prediction_loss, a06.LOSS_MISTAKES),
+                                              (a06.check_ddpm_step, a06.DDPM_MISTAKES)])
 def test_every_named_mistake_is_rejected_with_its_own_hint(checker, mistakes):
     for mistake in mistakes:
         result = checker(mistake.fn, strict=False)
@@ -101,7 +115,7 @@ def test_student_notebook_has_no_solutions():
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     for leak in (BEGIN, "torch.cumprod(1 - betas", "sigma**2"):
         assert leak not in code, leak
-    assert code.count('raise NotImplementedError("your code here")') == 2
+    assert code.count('raise NotImplementedError("your code here")') == 4
     assert not any("Answers" in c.source for c in nb.cells if c.cell_type == "markdown")
 
 
@@ -110,7 +124,7 @@ def test_source_notebook_passes_in_strict_mode(monkeypatch):
     monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
     monkeypatch.setenv("DGM_QUICK", "1")
     text = text_outputs(execute(SOURCE))
-    assert text.count("[PASS]") == 2
+    assert text.count("[PASS]") == 4
     assert "t = 999: mean" in text
 
 
@@ -119,5 +133,5 @@ def test_student_notebook_runs_through_without_strict_mode(monkeypatch):
     monkeypatch.delenv("DGM_CHECKS_STRICT", raising=False)
     monkeypatch.setenv("DGM_QUICK", "1")
     text = text_outputs(execute(STUDENT))
-    assert text.count("not implemented yet") == 2
+    assert text.count("not implemented yet") == 4
     assert "Finish exercise 1 first" in text and "Finish exercise 2 first" in text

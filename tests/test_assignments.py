@@ -63,3 +63,70 @@ def test_student_notebook_fails_in_strict_mode(number, monkeypatch):
     monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
     with pytest.raises(CellExecutionError, match="not implemented yet"):
         execute(_paths(number)[1])
+
+
+def _all_checkers():
+    for number in ASSIGNMENTS:
+        checks = importlib.import_module(f"dgm.checks.a{number}")
+        for name in sorted(dir(checks)):
+            if name.startswith("check_"):
+                yield f"a{number}.{name}", getattr(checks, name)
+
+
+CHECKERS = list(_all_checkers())
+
+
+def _deep_error(*args, **kwargs):
+    import torch
+
+    return torch.zeros(3) @ torch.zeros(4)  # raises inside PyTorch
+
+
+class _Unprintable:
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+
+def _method_not_value(*args, **kwargs):
+    import torch
+
+    return torch.ones(3).sum  # the method, not its value
+
+
+FUZZ = {
+    "None": lambda *a, **k: None,
+    "a list": lambda *a, **k: [1.0, 2.0],
+    "a string": lambda *a, **k: "42",
+    "a float": lambda *a, **k: 0.5,
+    "a bool": lambda *a, **k: True,
+    "an int tensor": lambda *a, **k: __import__("torch").ones(2, 3, dtype=__import__("torch").long),
+    "a tensor of the wrong shape": lambda *a, **k: __import__("torch").zeros(7, 1, 5),
+    "a NaN tensor": lambda *a, **k: __import__("torch").full((2,), float("nan")),
+    "an empty tuple": lambda *a, **k: (),
+    "a triple": lambda *a, **k: (1, 2, 3),
+    "a dict": lambda *a, **k: {"x": 1},
+    "an unprintable object": lambda *a, **k: _Unprintable(),
+    "a method instead of its value": _method_not_value,
+    "an error deep inside PyTorch": _deep_error,
+    "a ValueError": lambda *a, **k: (_ for _ in ()).throw(ValueError("bad")),
+    "SystemExit": lambda *a, **k: (_ for _ in ()).throw(SystemExit(1)),
+    "a class instead of a function": type("NotAFunction", (), {}),
+    "not callable at all": 3,
+}
+
+
+@pytest.mark.parametrize("checker_name, checker", CHECKERS, ids=[c[0] for c in CHECKERS])
+def test_every_checker_reports_any_answer_without_crashing(checker_name, checker):
+    for label, wrong in FUZZ.items():
+        result = checker(wrong, strict=False)
+        assert not result.passed, f"{checker_name} accepted {label}"
+        text = str(result)
+        assert text.startswith("[FAIL]") and "FAILED case" in text, (checker_name, label, text)
+
+
+def test_a_crash_inside_pytorch_points_at_the_learners_line():
+    from dgm.checks import a03
+
+    report = str(a03.check_kl(_deep_error, strict=False))
+    assert "RuntimeError" in report and "return torch.zeros(3) @ torch.zeros(4)" in report, report
+    assert "your code (test_assignments.py)" in report

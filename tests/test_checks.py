@@ -219,13 +219,125 @@ def test_finite_answer_where_inf_is_expected_fails():
     assert compare(torch.tensor([1.0, math.inf]), torch.tensor([1.0, math.inf]), 1e-6, 1e-5) is None
 
 
-def test_in_place_changes_by_the_learner_do_not_change_the_expected_value():
+def test_in_place_changes_by_the_learner_fail_and_do_not_change_the_expected_value():
     x = torch.tensor([1.0, 2.0])
 
     def clobber(t):
         t.mul_(10)
         return t
 
-    result = run_checks(clobber, [Case("c", (x,), reference=lambda t: t * 10)])
-    assert result.passed, str(result)
+    result = run_checks(clobber, [Case("c", (x,), reference=lambda t: t * 10)], arg_names=("t",))
+    assert not result.passed and "changed its input `t` in place" in str(result), str(result)
     assert torch.equal(x, torch.tensor([1.0, 2.0]))
+    assert run_checks(lambda t: t * 10, [Case("c", (x,), reference=lambda t: t * 10)]).passed
+
+
+# ---------------------------------------------------------------------------
+# the shared machinery: hints only when unambiguous, gradients, randomness, modules, dtypes
+# ---------------------------------------------------------------------------
+def test_a_hint_is_given_only_when_one_mistake_explains_every_case():
+    double = Mistake("doubled", lambda a: 2 * a, "do not double")
+    square = Mistake("squared", lambda a: a * a, "do not square")
+    cases = [Case("two", (torch.tensor(2.0),), reference=lambda a: a, mistakes=[double, square]),  # 2a == a*a here
+             Case("three", (torch.tensor(3.0),), reference=lambda a: a, mistakes=[double, square], hidden=True)]
+    report = str(run_checks(lambda a: a * a, cases))
+    assert "this looks like: squared" in report and "doubled" not in report
+    report = str(run_checks(lambda a: 2 * a, cases))
+    assert "this looks like: doubled" in report and "squared" not in report
+    report = str(run_checks(lambda a: 4.0 if float(a) == 2 else 0.0, cases))  # like both on case one, like neither after
+    assert "this looks like" not in report
+
+
+def test_gradient_problems_are_named():
+    from dgm.checks import gradient_problem
+
+    args = (torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0]))
+    ref = lambda a, b: (a * b).sum()  # noqa: E731
+    assert gradient_problem(ref, ref, args, (0, 1), names=("a", "b")) is None
+    assert "Python number" in gradient_problem(lambda a, b: float((a * b).sum()), ref, args, (0, 1))
+    assert "no gradient flows back" in gradient_problem(lambda a, b: (a * b).sum().detach(), ref, args, (0, 1))
+    assert "no gradient reaches `a`" in gradient_problem(lambda a, b: (a.detach() * b).sum(), ref, args, (0, 1),
+                                                           names=("a", "b"))
+    assert "gradient with respect to `b`" in gradient_problem(lambda a, b: (a * b.data).sum() + 0.5 * b.sum(), ref, args,
+                                                               (0, 1), names=("a", "b"))
+
+
+def test_randomness_and_generator_problems():
+    from dgm.checks import generator_problem, randomness_problem
+
+    assert randomness_problem(lambda: torch.randn(3)) is None
+    assert "two calls in a row" in randomness_problem(lambda: torch.randn(3, generator=torch.Generator().manual_seed(0)))
+    import numpy as np
+
+    assert "re-seeding" in randomness_problem(lambda: torch.from_numpy(np.random.randn(3)))
+    assert generator_problem(lambda g: torch.randn(3, generator=g)) is None
+    assert "do not follow" in generator_problem(lambda g: torch.randn(3))
+    assert "global generator moved" in generator_problem(lambda g: torch.randn(3, generator=g) + 0 * torch.randn(3))
+
+
+def test_module_problems():
+    from torch import nn
+
+    from dgm.checks import module_problem
+
+    class PlainMask(nn.Linear):
+        def __init__(self):
+            super().__init__(3, 2)
+            self.mask = torch.ones(2, 3)
+
+        def forward(self, x):
+            return nn.functional.linear(x, self.weight * self.mask, self.bias)
+
+    class Buffered(PlainMask):
+        def __init__(self):
+            super().__init__()
+            del self.mask
+            self.register_buffer("mask", torch.ones(2, 3))
+
+    class DeadBias(Buffered):
+        def forward(self, x):
+            return nn.functional.linear(x, self.weight * self.mask, self.bias.detach())
+
+    x = torch.randn(4, 3)
+    assert module_problem(Buffered(), x) is None
+    assert "register_buffer('mask'" in module_problem(PlainMask(), x)
+    assert "`bias`" in module_problem(DeadBias(), x)
+    assert "should be a torch.nn.Module" in module_problem(lambda t: t, x)
+
+
+def test_tolerance_follows_the_dtype_and_as_dtype_casts_only_what_it_is_told():
+    from dgm.checks import as_dtype, input_dtype, tolerance
+
+    assert tolerance(torch.float64) == (1e-9, 1e-7)
+    assert tolerance(torch.float32, 1e-8, 1e-8) == (1e-5, 1e-4)  # a float32 answer is never held to float64
+    assert tolerance(torch.float64, 1e-6, 1e-5) == (1e-6, 1e-5)
+    assert input_dtype((torch.zeros(2), torch.zeros(2, dtype=torch.float64), 3)) == torch.float32
+    case = Case("c", (torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)), reference=add)
+    cast = as_dtype(case, torch.float32, only=(0,))
+    a, b = cast.build_args()
+    assert a.dtype == torch.float32 and b.dtype == torch.float64 and cast.hidden and cast.name == "c, float32"
+
+
+def test_dtype_of_the_answer_must_match():
+    case = Case("c", (torch.ones(2, dtype=torch.float64),), reference=lambda t: t * 2)
+    assert "wrong dtype" in str(run_checks(lambda t: (t * 2).float(), [case]))
+    assert run_checks(lambda t: t * 2, [case]).passed
+
+
+def test_library_frames_are_filtered_from_the_report():
+    def learner(a):
+        return torch.zeros(2, 3) @ a  # raises inside torch
+
+    result = run_checks(learner, [Case("c", (torch.zeros(4),), reference=lambda a: a)])
+    message = result.failures[0].message
+    assert "raised at line" in message and "of your code (test_checks.py): return torch.zeros(2, 3) @ a" in message
+    assert result.failures[0].kind == "raised" and result.failures[0].index == 1
+
+
+def test_a_probe_case_reports_its_message():
+    from dgm.checks import probe_case
+
+    result = run_checks(lambda: 1, [probe_case("probe", lambda fn: None if fn() == 1 else "fn() is not 1")])
+    assert result.passed
+    result = run_checks(lambda: 2, [probe_case("probe", lambda fn: None if fn() == 1 else "fn() is not 1")])
+    assert result.failures[0].message == "fn() is not 1"

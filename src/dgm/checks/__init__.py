@@ -14,6 +14,17 @@ hint aimed at the most likely mistake.
 >>> run_checks(lambda a, b: a + b, cases, title="add").passed
 True
 
+Beyond values, the machinery here is shared by every assignment's checkers:
+:func:`run_checks` fails a call that changes its inputs in place or returns
+another dtype than its inputs', checks gradients against the reference's
+(``grad_args``, :func:`gradient_problem`), sets tolerances from the dtype
+(:func:`tolerance`), names a known mistake only when exactly one explains every
+case, and turns anything the learner's code returns or raises into a report
+that points at the learner's own line (:func:`learner_line`). Probes
+(:func:`probe_case`) check what one call cannot show: fresh noise on every call
+(:func:`randomness_problem`), the generator argument (:func:`generator_problem`),
+modules that behave as modules (:func:`module_problem`).
+
 In a notebook a failed check *reports* and lets the learner carry on. With
 ``DGM_CHECKS_STRICT=1`` in the environment :func:`finish` raises
 ``AssertionError`` carrying the same report, which is how the tests prove that
@@ -23,6 +34,8 @@ The second half of the module turns an assignment notebook that holds the
 solutions into the notebook learners get (:func:`make_student_notebook`)::
 
     python -m dgm.checks make-student chapters/01_assignment.ipynb
+
+Grading a class's submissions is :mod:`dgm.checks.grade`.
 """
 
 from __future__ import annotations
@@ -47,6 +60,16 @@ __all__ = [
     "strict_mode",
     "compare",
     "summarize_value",
+    "tolerance",
+    "input_dtype",
+    "as_dtype",
+    "DTYPE_TOLERANCE",
+    "gradient_problem",
+    "randomness_problem",
+    "generator_problem",
+    "module_problem",
+    "learner_line",
+    "probe_case",
     "make_student_notebook",
     "student_path",
     "BEGIN",
@@ -112,6 +135,9 @@ class Case:
     seed: int | None = None
     mistakes: Sequence[Mistake] = ()
     inputs: str | None = None
+    #: when set, the case calls ``call(fn, *args)`` instead of ``fn(*args)``
+    #: (a probe that uses the learner's function its own way; see :func:`probe_case`)
+    call: Callable[..., Any] | None = None
 
     def build_args(self) -> tuple:
         args = self.args() if callable(self.args) else self.args
@@ -129,6 +155,10 @@ class Failure:
     got: str = ""
     hint: str = ""
     hidden: bool = False
+    #: "wrong", "raised" or "not implemented" (the grader's reason for no points)
+    kind: str = "wrong"
+    #: the case's position in the checker's list, from 1
+    index: int = 0
 
     def lines(self) -> list[str]:
         label = f"{self.case} (hidden case)" if self.hidden else self.case
@@ -212,7 +242,14 @@ def finish(result: CheckResult, strict: bool | None = None) -> CheckResult:
 # comparing values
 # ---------------------------------------------------------------------------
 def summarize_value(value: Any, max_items: int = 6) -> str:
-    """A one-line description of a value: type, shape, dtype and a few numbers."""
+    """A one-line description of a value: type, shape, dtype and a few numbers (never raises)."""
+    try:
+        return _summarize(value, max_items)
+    except Exception:  # noqa: BLE001 - a value that cannot describe itself still gets a line
+        return f"an object of type {type(value).__name__}"
+
+
+def _summarize(value: Any, max_items: int) -> str:
     if isinstance(value, torch.Tensor):
         flat = value.detach().flatten()
         head = ", ".join(_fmt(float(v)) if value.is_floating_point() else str(int(v)) for v in flat[:max_items])
@@ -227,8 +264,10 @@ def summarize_value(value: Any, max_items: int = 6) -> str:
         return f"{kind} of {len(value)}: ({inner}{more})"
     if isinstance(value, float):
         return _fmt(value)
+    if value is None:
+        return "None (did the function forget to `return` its answer?)"
     if callable(value):
-        return getattr(value, "__name__", type(value).__name__)
+        return f"{type(value).__name__} {getattr(value, '__name__', '')}".strip()
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -261,14 +300,21 @@ def _as_float(value: Any) -> float | None:
     return None
 
 
-def compare(got: Any, expected: Any, atol: float, rtol: float) -> str | None:
+def compare(got: Any, expected: Any, atol: float, rtol: float, check_dtype: bool = False) -> str | None:
     """``None`` when ``got`` matches ``expected``, else a message saying how it differs.
 
     Tensors must match in shape, be floating point when the expected value is,
     be finite where the expected value is finite, and agree within
     ``atol + rtol * |expected|``. Scalars may come as Python numbers or
-    one-element tensors. Tuples are compared element by element.
+    one-element tensors. Tuples are compared element by element. With
+    ``check_dtype`` a floating-point tensor answer must have the expected
+    tensor's dtype (float32 in, float32 out; float64 in, float64 out).
     """
+    if (check_dtype and isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)
+            and expected.is_floating_point() and got.is_floating_point() and got.dtype != expected.dtype):
+        return (f"wrong dtype: the inputs are {_dtype(expected)} and the answer should be too, got {_dtype(got)} "
+                "(a constant made with torch.tensor(...) or .float() changes it: use torch.zeros_like, x.new_tensor, "
+                ".to(x.dtype))")
     if isinstance(expected, torch.Tensor) and expected.ndim > 0:
         if not isinstance(got, torch.Tensor):
             return f"expected a torch.Tensor, got {type(got).__name__}"
@@ -284,7 +330,7 @@ def compare(got: Any, expected: Any, atol: float, rtol: float) -> str | None:
         if len(got) != len(expected):
             return f"expected {len(expected)} values, got {len(got)}"
         for i, (g, e) in enumerate(zip(got, expected)):
-            problem = compare(g, e, atol, rtol)
+            problem = compare(g, e, atol, rtol, check_dtype)
             if problem:
                 return f"element {i}: {problem}"
         return None
@@ -337,17 +383,87 @@ def _first(mask: torch.Tensor) -> tuple[int, ...] | int:
 
 
 # ---------------------------------------------------------------------------
-# running a checker
+# tolerances, dtypes and the learner's line in a traceback
 # ---------------------------------------------------------------------------
+#: (atol, rtol) by the dtype of a case's floating-point inputs: correct float32
+#: code passes, float64 code is held tight.
+DTYPE_TOLERANCE: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (1e-9, 1e-7),
+    torch.float32: (1e-5, 1e-4),
+    torch.float16: (1e-2, 1e-2),
+    torch.bfloat16: (1e-2, 2e-2),
+}
+
+
+def input_dtype(args: Any) -> torch.dtype | None:
+    """The least precise floating-point dtype among the tensors in ``args`` (searched in tuples/lists), or ``None``.
+
+    A float32 ``x`` next to a float64 schedule makes a float32 computation: its tolerance is float32's.
+    """
+    found = {t.dtype for t in _tensors(args) if t.is_floating_point()}
+    return max(found, key=lambda d: torch.finfo(d).eps) if found else None
+
+
+def tolerance(dtype: torch.dtype | None, atol: float | None = None, rtol: float | None = None) -> tuple[float, float]:
+    """``(atol, rtol)`` for answers computed in ``dtype``.
+
+    ``atol``/``rtol`` given by a checker are used as they are for float64 (and
+    for inputs without a float dtype); float32 and lower precisions never get
+    less than :data:`DTYPE_TOLERANCE` allows, so rounding alone never fails.
+    """
+    base_atol, base_rtol = DTYPE_TOLERANCE.get(dtype, DTYPE_TOLERANCE[torch.float64])
+    if dtype is None or dtype == torch.float64:
+        return (base_atol if atol is None else atol), (base_rtol if rtol is None else rtol)
+    return max(base_atol, atol or 0.0), max(base_rtol, rtol or 0.0)
+
+
+def _tensors(value: Any, depth: int = 0) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)) and depth < 3:
+        return [t for v in value for t in _tensors(v, depth + 1)]
+    return []
+
+
+def _library_dirs() -> tuple[str, ...]:
+    import sysconfig
+
+    dirs = {os.path.dirname(os.path.abspath(torch.__file__)), str(Path(__file__).resolve().parents[1])}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            dirs.add(os.path.abspath(path))
+    return tuple(sorted(dirs))
+
+
+_LIBRARY_DIRS = _library_dirs()
+
+
+def _is_library(filename: str) -> bool:
+    path = os.path.abspath(filename) if not filename.startswith("<") else filename
+    return "site-packages" in path or "dist-packages" in path or path.startswith(_LIBRARY_DIRS)
+
+
+def learner_line(exc: BaseException) -> str | None:
+    """``"line 4 of your code: return x.sum"`` for the innermost traceback frame outside libraries, else ``None``."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if not _is_library(frame.filename):
+            return f"line {frame.lineno} of your code ({Path(frame.filename).name}): {(frame.line or '').strip()}"
+    return None
+
+
 def _last_line(exc: BaseException) -> str:
-    """The last line of a traceback: ``TypeError: ...``, pointing at the learner's line when possible."""
+    """The last line of a traceback, ``TypeError: ...``, and the learner's line that raised it."""
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()
     message = text[-1] if text else type(exc).__name__
-    frames = traceback.extract_tb(exc.__traceback__)
-    for frame in reversed(frames):  # the innermost frame outside this module
-        if not frame.filename.endswith(os.path.join("dgm", "checks", "__init__.py")):
-            return f"{message}  (raised at line {frame.lineno} of {Path(frame.filename).name}: {(frame.line or '').strip()})"
-    return message
+    where = learner_line(exc)
+    return f"{message}  (raised at {where})" if where else message
+
+
+def _is_stub(exc: BaseException) -> bool:
+    """A ``NotImplementedError`` the learner's stub raised, not one from deep inside a library."""
+    return isinstance(exc, NotImplementedError) and (
+        STUB_MESSAGE in str(exc) or (exc.__traceback__ is not None and not _is_library(traceback.extract_tb(exc.__traceback__)[-1].filename)))
 
 
 def _call(fn: Callable, args: tuple, seed: int | None) -> Any:
@@ -358,11 +474,195 @@ def _call(fn: Callable, args: tuple, seed: int | None) -> Any:
         return fn(*args)
 
 
-def _copy_args(args: tuple) -> tuple:
-    """The arguments with every tensor cloned (other objects are passed as they are)."""
-    return tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args)
+def _copy_args(args: Any, depth: int = 0) -> Any:
+    """The arguments with every tensor cloned, also inside tuples and lists (other objects are passed as they are)."""
+    if isinstance(args, torch.Tensor):
+        return args.detach().clone()
+    if isinstance(args, (tuple, list)) and depth < 3:
+        copied = [_copy_args(a, depth + 1) for a in args]
+        return tuple(copied) if isinstance(args, tuple) else copied
+    return args
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Exactly equal (NaN equals NaN), for tensors, numbers and tuples/lists of them."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        a, b = a.detach(), b.detach()
+        return bool(((a == b) | (torch.isnan(a) & torch.isnan(b)) if a.is_floating_point() else (a == b)).all())
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    try:
+        return bool(a == b) or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+    except Exception:  # noqa: BLE001 - objects that cannot be compared are not the same
+        return False
+
+
+def _versions(args: tuple) -> list[list[int]]:
+    """Each argument's tensors' version counters: any in-place operation bumps them, even one that changes no value."""
+    return [[t._version for t in _tensors(a)] for a in args]
+
+
+def _modified_inputs(before: tuple, after: tuple, names: Sequence[str] | None,
+                     versions: list[list[int]] | None = None) -> list[str]:
+    """Labels of the arguments whose tensors the learner's call changed in place."""
+    changed = []
+    now = _versions(after) if versions is not None else None
+    for i, (b, a) in enumerate(zip(before, after)):
+        if not _same(_tensors(b), _tensors(a)) or (versions is not None and now[i] != versions[i]):
+            changed.append(f"`{names[i]}`" if names and i < len(names) else f"argument {i + 1}")
+    return changed
+
+
+def _is_function_object(value: Any) -> bool:
+    import inspect
+
+    return inspect.ismethod(value) or inspect.isfunction(value) or inspect.isbuiltin(value) or inspect.ismethoddescriptor(value)
+
+
+# ---------------------------------------------------------------------------
+# generic checks shared by the assignments: gradients, randomness, modules
+# ---------------------------------------------------------------------------
+def _weights_like(outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(12345)
+    return [torch.rand(o.shape, generator=gen, dtype=torch.float64).to(o.dtype) + 0.5 for o in outputs]
+
+
+def gradient_problem(fn: Callable, reference: Callable, args: tuple, grad_args: Sequence[int], *,
+                     names: Sequence[str] | None = None, seed: int | None = None,
+                     atol: float = 1e-6, rtol: float = 1e-5) -> str | None:
+    """``None`` when gradients flow through ``fn`` as through ``reference``, else what is wrong.
+
+    The arguments at ``grad_args`` become leaf tensors that require gradients;
+    both functions are called and a fixed random weighting of their
+    floating-point outputs is back-propagated. A loss returned as a Python
+    number, computed under ``torch.no_grad()``, through ``.detach()`` or
+    ``.data``, gives the right value but no (or a different) gradient.
+    """
+    def leaves(values: tuple) -> tuple:
+        out = list(_copy_args(values))
+        for i in grad_args:
+            if isinstance(out[i], torch.Tensor) and out[i].is_floating_point():
+                out[i] = out[i].requires_grad_(True)
+        return tuple(out)
+
+    label = lambda i: f"`{names[i]}`" if names and i < len(names) else f"argument {i + 1}"  # noqa: E731
+    ref_args, got_args = leaves(args), leaves(args)
+    with torch.enable_grad():
+        ref = _call(reference, ref_args, seed)
+        got = _call(fn, got_args, seed)
+        ref_out = [o for o in _tensors(ref) if o.is_floating_point()]
+        got_items = list(got) if isinstance(got, (tuple, list)) else [got]
+        if any(isinstance(g, (int, float)) and not isinstance(g, bool) for g in got_items):
+            return ("returned a Python number: the value is right, but a number has no gradient (.item() or float() "
+                    "ends the graph). Return the tensor, so that training can call .backward() on it")
+        got_out = [o for o in _tensors(got) if o.is_floating_point()]
+        if len(got_out) != len(ref_out):
+            return None  # the value comparison reports shape problems
+        weights = _weights_like(ref_out)
+        ref_loss = sum((o * w).sum() for o, w in zip(ref_out, weights) if o.requires_grad)
+        wanted = [got_args[i] for i in grad_args]
+        if not any(o.requires_grad for o in got_out):
+            return ("no gradient flows back to " + ", ".join(label(i) for i in grad_args) + ": the answer was computed "
+                    "under torch.no_grad(), with .detach() or through .data. The value is right but training could "
+                    "not learn from it; compute it with ordinary tensor operations")
+        got_loss = sum((o * w.to(o.dtype)).sum() for o, w in zip(got_out, weights) if o.requires_grad)
+        ref_grads = torch.autograd.grad(ref_loss, [ref_args[i] for i in grad_args], allow_unused=True)
+        got_grads = torch.autograd.grad(got_loss, wanted, allow_unused=True)
+    for i, r, g in zip(grad_args, ref_grads, got_grads):
+        if r is None:
+            continue
+        if g is None or (not g.any() and r.any()):
+            return (f"no gradient reaches {label(i)}: the part of the answer that depends on it was cut from the "
+                    "graph (.detach(), .data, torch.no_grad() or a NumPy round trip)")
+        problem = compare(g, r, atol * 10, rtol * 10)
+        if problem:
+            return (f"the value is right but its gradient with respect to {label(i)} is not ({problem}): part of the "
+                    "computation is cut from the graph (.detach(), .data) or goes through a step without a gradient")
+    return None
+
+
+def randomness_problem(call: Callable[[], Any], *, what: str = "the answer") -> str | None:
+    """``None`` when ``call()`` draws fresh noise from torch's global generator on every call.
+
+    Two calls in a row must differ (a private fixed seed makes them equal),
+    and re-seeding the global generator must reproduce the first call (noise
+    from NumPy, Python's ``random`` or a private ``torch.Generator`` does not).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2024)
+        first, second = call(), call()
+        torch.manual_seed(2024)
+        again = call()
+    if _same(first, second):
+        return (f"two calls in a row gave the same {what}: the function fixes its own seed (torch.manual_seed or "
+                "a fresh torch.Generator inside it), so every call reuses the same noise. Draw from torch's "
+                "global generator (or the generator you are given); the caller decides about seeds")
+    if not _same(first, again):
+        return (f"re-seeding torch's generator does not reproduce the {what}: the noise comes from somewhere else "
+                "(NumPy, Python's random module, a private torch.Generator). Draw it with torch (torch.randn, "
+                "torch.randn_like, torch.rand) so that seeds set by the caller apply")
+    return None
+
+
+def generator_problem(call: Callable[[torch.Generator], Any], *, what: str = "the samples") -> str | None:
+    """``None`` when ``call(generator)`` draws all its noise from the generator it is given."""
+    state = torch.get_rng_state()
+    first = call(torch.Generator().manual_seed(11))
+    again = call(torch.Generator().manual_seed(11))
+    other = call(torch.Generator().manual_seed(12))
+    global_moved = not torch.equal(state, torch.get_rng_state())
+    torch.set_rng_state(state)
+    if not _same(first, again) or _same(first, other):
+        return (f"the {what} do not follow the `generator` argument: pass generator=generator to every "
+                "torch.randn/torch.rand/torch.multinomial call (two equal generators must give equal results)")
+    if global_moved:
+        return (f"the {what} follow the generator, but the global generator moved too: some noise is drawn "
+                "without generator=generator")
+    return None
+
+
+def module_problem(module: Any, example: torch.Tensor, *, who: str = "the module") -> str | None:
+    """``None`` when ``module`` behaves as an ``nn.Module``: constants are buffers, parameters get gradients, ``.double()`` works."""
+    import copy
+
+    from torch import nn
+
+    if not isinstance(module, nn.Module):
+        return f"{who} should be a torch.nn.Module, got {summarize_value(module)}"
+    for prefix, sub in module.named_modules():
+        for name, value in vars(sub).items():
+            if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+                full = f"{prefix}.{name}" if prefix else name
+                return (f"`{full}` is a plain tensor attribute of {who}: it is not in state_dict() and .to()/.double() "
+                        f"do not move it. Register it with self.register_buffer('{name}', ...)")
+    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    if not params:
+        return f"{who} has no trainable parameters: create the layers inside __init__ (nn.Conv2d, nn.Linear) so that they register"
+    work = copy.deepcopy(module)
+    out = work(example.clone())
+    if not isinstance(out, torch.Tensor):
+        return f"{who} returned {summarize_value(out)}, expected a tensor"
+    with torch.enable_grad():
+        (out * _weights_like([out])[0]).sum().backward()
+    dead = [n for n, p in work.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    if dead:
+        return (f"parameter `{dead[0]}` of {who} gets no gradient: it is not used in forward, or used through .data, "
+                ".detach() or under torch.no_grad()")
+    try:
+        doubled = copy.deepcopy(module).double()(example.double())
+    except Exception as exc:  # noqa: BLE001 - the learner's module failed: say how
+        return f"{who} fails after .double() (a constant that is not a registered buffer stays float32): {_last_line(exc)}"
+    if not isinstance(doubled, torch.Tensor) or doubled.dtype != torch.float64:
+        return (f"after .double() {who} returns {summarize_value(doubled)}: a constant that is not a registered buffer "
+                "(or a hard-coded dtype) keeps it in float32")
+    return None
+
+
+# ---------------------------------------------------------------------------
+# running a checker
+# ---------------------------------------------------------------------------
 def _summarize_args(args: tuple, names: Sequence[str] | None) -> str:
     parts = []
     for i, a in enumerate(args):
@@ -371,94 +671,217 @@ def _summarize_args(args: tuple, names: Sequence[str] | None) -> str:
     return "; ".join(parts) if parts else "(no arguments)"
 
 
+def as_dtype(case: Case, dtype: torch.dtype, suffix: str | None = None, only: Sequence[int] | None = None) -> Case:
+    """A copy of ``case`` whose floating-point tensor inputs (and expected value) are cast to ``dtype``.
+
+    ``only``: the positions of the arguments to cast (e.g. leave a float64 schedule alone).
+    """
+    import dataclasses
+
+    def cast_args(args: tuple) -> tuple:
+        return tuple(cast(a) if only is None or i in only else a for i, a in enumerate(args))
+
+    def cast(value: Any, depth: int = 0) -> Any:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.to(dtype)
+        if isinstance(value, (tuple, list)) and depth < 3:
+            items = [cast(v, depth + 1) for v in value]
+            return tuple(items) if isinstance(value, tuple) else items
+        return value
+
+    name = f"{case.name}, {suffix or str(dtype).replace('torch.', '')}"
+    expected = cast(case.expected) if case.expected is not None else None
+    return dataclasses.replace(case, name=name, args=lambda: cast_args(case.build_args()), expected=expected, inputs=None,
+                               hidden=True)
+
+
+def probe_case(name: str, probe: Callable[[Callable], str | None], *, hidden: bool = True, hint: str = "",
+               inputs: str = "", seed: int | None = None) -> Case:
+    """A case that hands the learner's function to ``probe(fn) -> None | message`` (fresh noise, several
+    training steps, module behaviour) and fails with the message it returns."""
+    return Case(name, args=(), call=lambda fn: probe(fn), judge=lambda got, args: got, hidden=hidden, hint=hint,
+                inputs=inputs or name, seed=seed)
+
+
+def _fail_report(title: str, message: str) -> CheckResult:
+    result = CheckResult(title=title, n_cases=1)
+    result.failures.append(Failure("calling it", "-", message, kind="wrong"))
+    return result
+
+
 def run_checks(
     fn: Callable,
     cases: Sequence[Case],
     *,
     title: str | None = None,
-    atol: float = 1e-6,
-    rtol: float = 1e-5,
+    atol: float | None = None,
+    rtol: float | None = None,
     arg_names: Sequence[str] | None = None,
     validate: Callable[[Any, tuple], str | None] | None = None,
     stop_after: int | None = 3,
+    grad_args: Sequence[int] = (),
+    inputs_unchanged: bool = True,
+    keep_dtype: bool = True,
 ) -> CheckResult:
-    """Call ``fn`` on every case and collect the failures.
+    """Call ``fn`` on every case and collect the failures; never raises for the learner's mistakes.
 
     Args:
         fn: the learner's function.
         cases: the :class:`Case` list.
         title: shown at the top of the report (default: the function's name).
-        atol, rtol: default tolerances.
+        atol, rtol: tolerances for float64 inputs; float32 inputs get at least
+            :data:`DTYPE_TOLERANCE` (see :func:`tolerance`). ``None``: from the dtype.
         arg_names: parameter names used in the inputs summary.
         validate: an extra check ``validate(got, args) -> None | str`` run on
             every answer before comparing values (e.g. "rows sum to one").
         stop_after: report at most this many failures (then stop running
             cases), so one mistake does not bury the report.
+        grad_args: positions of the arguments whose gradients must flow as
+            through the reference (:func:`gradient_problem`); checked on cases
+            with a ``reference`` once their value is right.
+        inputs_unchanged: fail a case whose call changes an input tensor in place.
+        keep_dtype: a floating-point tensor answer must have the reference's dtype.
 
-    A ``NotImplementedError`` becomes "not implemented yet"; any other
-    exception becomes a failed case showing the traceback's last line.
+    A stub's ``NotImplementedError`` becomes "not implemented yet"; any other
+    exception, and any answer the comparison cannot handle, becomes a failed
+    case showing the learner's line.
     """
-    if not callable(fn):
-        raise TypeError(f"a checker needs the function itself, got {type(fn).__name__}")
     title = title or f"{getattr(fn, '__name__', 'function')}"
+    if not callable(fn):
+        return _fail_report(title, f"the checker needs the function itself, got {summarize_value(fn)}: pass the name "
+                                   "of your function without calling it, e.g. check(my_function)")
     result = CheckResult(title=title, n_cases=len(cases), n_hidden=sum(c.hidden for c in cases))
-    for case in cases:
+    gradient_cases: list[tuple] = []
+    for index, case in enumerate(cases, 1):
         if stop_after is not None and len(result.failures) >= stop_after:
             break
         args = case.build_args()
         inputs = case.inputs or _summarize_args(args, arg_names)
-        case_atol = atol if case.atol is None else case.atol
-        case_rtol = rtol if case.rtol is None else case.rtol
-        fail = lambda message, **kw: result.failures.append(  # noqa: E731
-            Failure(case.name, inputs, message, hidden=case.hidden, **kw)
-        )
+        case_atol, case_rtol = tolerance(input_dtype(args), atol if case.atol is None else case.atol,
+                                         rtol if case.rtol is None else case.rtol)
+
+        def fail(message: str, kind: str = "wrong", **kw: Any) -> None:
+            result.failures.append(Failure(case.name, inputs, message, hidden=case.hidden, kind=kind, index=index, **kw))
+
         try:
             expected = None
             if case.judge is None:
                 expected = case.expected if case.reference is None else _call(case.reference, args, case.seed)
         except Exception as exc:  # noqa: BLE001 - a broken case is the checker's fault, say so
             raise RuntimeError(f"checker case {case.name!r} could not compute its expected value") from exc
+        call_args = _copy_args(args)  # a copy: in-place edits by the learner change nothing here
+        versions = _versions(call_args)
         try:
-            got = _call(fn, _copy_args(args), case.seed)  # a copy: in-place edits by the learner change nothing here
-        except NotImplementedError:
-            fail("not implemented yet: the function still raises NotImplementedError",
-                 hint="replace the `raise NotImplementedError(...)` line with your code")
-            break  # every other case would say the same
-        except Exception as exc:  # noqa: BLE001 - we report the learner's error
-            fail(f"raised {_last_line(exc)}", hint=case.hint)
+            got = _call(fn if case.call is None else (lambda *a: case.call(fn, *a)), call_args, case.seed)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - we report the learner's error
+            if _is_stub(exc):
+                fail("not implemented yet: the function still raises NotImplementedError", kind="not implemented",
+                     hint="replace the `raise NotImplementedError(...)` line with your code")
+                break  # every other case would say the same
+            fail(f"raised {_last_line(exc)}", kind="raised", hint=case.hint)
             continue
-        if isinstance(got, torch.Tensor) and got.requires_grad:
-            got = got.detach()
-        if validate is not None:
-            problem = validate(got, args)
-            if problem:
-                fail(problem, got=summarize_value(got), hint=_diagnose(case, args, got, case_atol, case_rtol) or case.hint)
-                continue
-        if case.judge is not None:
-            problem = _call(case.judge, (got, args), case.seed)
-            if problem:
-                fail(problem, got=summarize_value(got), hint=_diagnose(case, args, got, case_atol, case_rtol) or case.hint)
-            continue
-        problem = compare(got, expected, case_atol, case_rtol)
+        try:
+            problem, hint = _judge_answer(fn, case, cases, args, call_args, versions, got, expected, case_atol,
+                                          case_rtol, arg_names, validate, grad_args, inputs_unchanged, keep_dtype)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - an answer the checker cannot handle is still a report
+            where = learner_line(exc)
+            problem = (f"the answer could not be checked: {summarize_value(got)} made the comparison raise "
+                       f"{type(exc).__name__}: {exc}" + (f" (at {where})" if where else ""))
+            hint = case.hint
         if problem:
-            fail(problem, expected=summarize_value(expected), got=summarize_value(got),
-                 hint=_diagnose(case, args, got, case_atol, case_rtol) or case.hint)
+            shown_expected = summarize_value(expected) if expected is not None and not isinstance(problem, _NoValues) else ""
+            fail(str(problem), expected=shown_expected, got=summarize_value(got), hint=hint or "",
+                 kind=getattr(problem, "kind", "wrong"))
+        elif grad_args and case.reference is not None:
+            gradient_cases.append((index, case, args, case_atol, case_rtol, inputs))
+    # gradients last: a wrong value is explained better by its own hint than by the gradient it also gets wrong
+    for index, case, args, case_atol, case_rtol, inputs in gradient_cases if result.passed else ():
+        try:
+            problem = gradient_problem(fn, case.reference, args, grad_args, names=arg_names, seed=case.seed,
+                                       atol=case_atol, rtol=case_rtol)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the learner's code failed with gradients on
+            problem = f"raised {_last_line(exc)} when its inputs require gradients"
+        if problem:
+            result.failures.append(Failure(case.name, inputs, problem, hidden=case.hidden, index=index))
+            break
     return result
 
 
-def _diagnose(case: Case, args: tuple, got: Any, atol: float, rtol: float) -> str | None:
-    """The hint of the first known mistake whose output matches ``got``."""
-    for mistake in case.mistakes:
-        try:
-            wrong = _call(mistake.fn, args, case.seed)
-        except Exception:  # noqa: BLE001 - a diagnosis that cannot run says nothing
+class _NoValues(str):
+    """A failure message after which expected/got values would mislead (the value itself was right)."""
+
+    kind = "wrong"
+
+
+def _judge_answer(fn, case, cases, args, call_args, versions, got, expected, atol, rtol, arg_names, validate, grad_args,
+                  inputs_unchanged, keep_dtype) -> tuple[str | None, str | None]:
+    """``(problem, hint)`` for one answer; ``(None, None)`` when it is right."""
+    if inputs_unchanged:
+        changed = _modified_inputs(args, call_args, arg_names, versions)
+        if changed:
+            return _NoValues(f"changed its input {', '.join(changed)} in place (an in-place operation such as `+=`, "
+                             "`.clamp_()`, `x[...] = ...` or `.data` edits): the caller's tensor is modified. Work on a "
+                             "new tensor (x = x + ..., x.clone())"), None
+    if _is_function_object(got):
+        return (f"returned the function or method `{getattr(got, '__name__', '?')}` itself, not its value: call it "
+                "(e.g. `.sum()`, not `.sum`)"), None
+    if isinstance(got, torch.Tensor) and got.requires_grad:
+        got = got.detach()
+    if validate is not None and case.call is None:  # a probe's answer is its own verdict
+        problem = validate(got, args)
+        if problem:
+            return problem, _diagnose(fn, case, cases, args, got, atol, rtol) or case.hint
+    if case.judge is not None:
+        problem = _call(case.judge, (got, args), case.seed)
+        if problem:
+            return problem, _diagnose(fn, case, cases, args, got, atol, rtol) or case.hint
+        return None, None
+    problem = compare(got, expected, atol, rtol, check_dtype=keep_dtype)
+    if problem:
+        return problem, _diagnose(fn, case, cases, args, got, atol, rtol) or case.hint
+    return None, None
+
+
+def _diagnose(fn: Callable, case: Case, cases: Sequence[Case], args: tuple, got: Any, atol: float,
+              rtol: float) -> str | None:
+    """The hint of the known mistake that explains ``got`` -- only when exactly one does.
+
+    A mistake must match the answer on this case *and* on the other cases
+    that have a reference, where the learner's function is run again: two
+    mistakes that agree on this case are told apart there, and a hint is only
+    given when one of them is left.
+    """
+    candidates = [m for m in case.mistakes if _matches(m, args, case.seed, got, atol, rtol)]
+    if not candidates:
+        return None
+    for other in cases:
+        if other is case or other.judge is not None or not any(m in other.mistakes for m in candidates):
             continue
         try:
-            if compare(got, wrong, atol, rtol) is None:
-                return f"this looks like: {mistake.name}. {mistake.hint}"
-        except Exception:  # noqa: BLE001
+            other_args = other.build_args()
+            other_got = _call(fn, _copy_args(other_args), other.seed)
+        except (Exception, SystemExit):  # noqa: BLE001 - a case the learner's code cannot run tells nothing
             continue
-    return None
+        if isinstance(other_got, torch.Tensor):
+            other_got = other_got.detach()
+        o_atol, o_rtol = tolerance(input_dtype(other_args), other.atol if other.atol is not None else atol,
+                                   other.rtol if other.rtol is not None else rtol)
+        candidates = [m for m in candidates
+                      if m not in other.mistakes or _matches(m, other_args, other.seed, other_got, o_atol, o_rtol)]
+        if not candidates:
+            return None
+    if len(candidates) != 1:
+        return None
+    mistake = candidates[0]
+    return f"this looks like: {mistake.name}. {mistake.hint}"
+
+
+def _matches(mistake: Mistake, args: tuple, seed: int | None, got: Any, atol: float, rtol: float) -> bool:
+    try:
+        wrong = _call(mistake.fn, _copy_args(args), seed)
+        return compare(got, wrong, atol, rtol) is None
+    except Exception:  # noqa: BLE001 - a diagnosis that cannot run says nothing
+        return False
 
 
 # ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import torch
 from torch import distributions as D
 from torch.nn import functional as F
 
-from . import Case, CheckResult, Mistake, finish, run_checks, summarize_value
+from . import Case, CheckResult, Mistake, as_dtype, finish, probe_case, randomness_problem, run_checks, summarize_value
 
 __all__ = ["check_categorical_mle", "check_nll_nats", "check_kl_monte_carlo", "check_kl_between"]
 
@@ -220,6 +220,7 @@ def check_nll_nats(fn: Callable, strict: bool | None = None) -> CheckResult:
     cases = nll_nats_cases()
     for case in cases:
         case.mistakes = _NLL_MISTAKES
+    cases += [as_dtype(c, torch.float32, only=(0,)) for c in cases[1:4]]
     result = run_checks(fn, cases, title="nll_nats", arg_names=("probs", "x"), atol=1e-6, rtol=1e-5)
     return finish(result, strict)
 
@@ -420,6 +421,9 @@ def check_kl_monte_carlo(fn: Callable, strict: bool | None = None) -> CheckResul
     cases = kl_monte_carlo_cases()
     for case in cases:
         case.mistakes = _mc_mistakes("functions")
+    p, q = _normal(0.0, 1.0), _normal(1.0, 2.0)
+    cases.append(probe_case("hidden: every call draws fresh samples from torch's generator", lambda f: randomness_problem(
+        lambda: f(lambda m: p.sample((m,)), p.log_prob, q.log_prob, 200), what="estimate")))
     result = run_checks(fn, cases, title="kl_monte_carlo", atol=1e-9, rtol=1e-6)
     return finish(result, strict)
 
@@ -429,5 +433,8 @@ def check_kl_between(fn: Callable, strict: bool | None = None) -> CheckResult:
     cases = kl_between_cases()
     for case in cases:
         case.mistakes = _mc_mistakes("distributions")
+    p, q = _normal(0.0, 1.0), _normal(1.0, 2.0)
+    cases.append(probe_case("hidden: every call draws fresh samples from torch's generator",
+                            lambda f: randomness_problem(lambda: f(p, q, 200), what="estimate")))
     result = run_checks(fn, cases, title="kl_between", atol=1e-9, rtol=1e-6)
     return finish(result, strict)

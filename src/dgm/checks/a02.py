@@ -36,9 +36,10 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from . import Case, CheckResult, Mistake, _first, finish, run_checks, summarize_value
+from . import (Case, CheckResult, Mistake, _first, finish, generator_problem, module_problem, probe_case,
+               run_checks, summarize_value)
 
-__all__ = [
+__all__ = ["check_autoregressive_nll", "check_sample_autoregressive", "reference_nll", "NLL_MISTAKES",
     "check_made_masks",
     "check_conv_mask",
     "check_masked_conv2d",
@@ -554,6 +555,10 @@ def _layer_judge(got: Any, args: tuple) -> str | None:
     problem = _run_module(got, in_channels, out_channels, "MaskedConv2d(...)")
     if problem:
         return problem
+    problem = module_problem(got, torch.rand(2, in_channels, *IMAGE_SIZE, generator=torch.Generator().manual_seed(1)),
+                             who="the layer")
+    if problem:
+        return problem
     expected = pixel_dependencies(_reference_layer(*args), in_channels, *IMAGE_SIZE)
     return _judge_dependencies(
         got, in_channels, expected,
@@ -605,6 +610,13 @@ def _stack_judge(got: Any, args: tuple) -> str | None:
     problem = _run_module(got, 1, 1, "pixelcnn(...)")
     if problem:
         return problem
+    problem = _structure_problem(got, *args)
+    if problem:
+        return problem
+    problem = module_problem(got, torch.rand(2, 1, *IMAGE_SIZE, generator=torch.Generator().manual_seed(1)),
+                             who="the stack")
+    if problem:
+        return problem
     expected = pixel_dependencies(reference_pixelcnn(*args), 1, *IMAGE_SIZE)
     return _judge_dependencies(
         got, 1, expected,
@@ -612,6 +624,30 @@ def _stack_judge(got: Any, args: tuple) -> str | None:
                    "on to its output"),
         extra_hint=": is the last layer a 1x1 convolution, and are there exactly num_layers k x k layers?",
         missing_hint=_stack_missing_hint)
+
+
+_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.SiLU)
+
+
+def _structure_problem(stack: nn.Module, hidden_channels: int, num_layers: int, kernel_size: int) -> str | None:
+    """What the exercise asks of the stack's layers: the hidden size, a non-linearity after every k x k layer,
+    and nothing after the last 1x1 layer (it returns logits)."""
+    modules = list(stack.children()) if isinstance(stack, nn.Sequential) else []
+    if not modules:
+        return None  # a custom module: judged by its dependencies only
+    convs = [m for m in modules if isinstance(m, nn.Conv2d)]
+    activations = [m for m in modules if isinstance(m, _ACTIVATIONS)]
+    if isinstance(modules[-1], _ACTIVATIONS):
+        return (f"the stack ends with {type(modules[-1]).__name__}: the last 1x1 layer returns LOGITS (any real "
+                "number); an activation after it squashes them (drop it; the loss applies the sigmoid)")
+    widths = [m.out_channels for m in convs[:-1]]
+    if widths and any(w != hidden_channels for w in widths):
+        return (f"the hidden layers have {widths} output channels; every k x k layer should have hidden_channels = "
+                f"{hidden_channels} (the argument, not a fixed number)")
+    if len(activations) < len(convs) - 1:  # (how many layers there should be is judged by what they see)
+        return (f"{len(activations)} non-linearities for {len(convs) - 1} k x k layers: put an nn.ReLU() after "
+                "every k x k masked layer, or the stack is one linear map however deep it is")
+    return None
 
 
 def _stack_missing_hint(got: torch.Tensor, expected: torch.Tensor) -> str:
@@ -641,4 +677,211 @@ def pixelcnn_cases() -> list[Case]:
 def check_pixelcnn(fn: Callable, strict: bool | None = None) -> CheckResult:
     """Check ``pixelcnn(hidden_channels, num_layers, kernel_size) -> nn.Module`` by its pixel dependencies."""
     result = run_checks(fn, pixelcnn_cases(), title="pixelcnn")
+    return finish(result, strict)
+
+
+
+# ---------------------------------------------------------------------------
+# 5. the NLL of a batch under an autoregressive network
+# ---------------------------------------------------------------------------
+class _MADE(nn.Module):
+    """A small seeded MADE ``(B, D) -> logits (B, D)`` in a given order (for the checks)."""
+
+    def __init__(self, order: torch.Tensor, hidden: int, seed: int, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        from dgm.autoregressive import made_degrees, made_masks
+
+        gen = torch.Generator().manual_seed(seed)
+        d = len(order)
+        in_degrees, hidden_degrees = made_degrees(order, [hidden], gen)
+        first, last = made_masks(in_degrees, hidden_degrees)
+        self.register_buffer("mask_in", first.to(dtype))
+        self.register_buffer("mask_out", last.to(dtype))
+        self.w1 = nn.Parameter(torch.randn(hidden, d, generator=gen, dtype=dtype))
+        self.b1 = nn.Parameter(torch.randn(hidden, generator=gen, dtype=dtype))
+        self.w2 = nn.Parameter(torch.randn(d, hidden, generator=gen, dtype=dtype) / hidden**0.5)
+        self.b2 = nn.Parameter(torch.randn(d, generator=gen, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(x @ (self.w1 * self.mask_in).T + self.b1)
+        return h @ (self.w2 * self.mask_out).T + self.b2
+
+
+def reference_nll(net: Callable, x: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``-log p(x) = sum_i BCE(logit_i, x_i)``, nats per example, a scalar tensor."""
+    from torch.nn import functional as F
+
+    return F.binary_cross_entropy_with_logits(net(x), x, reduction="none").sum(1).mean()
+
+
+def _bce(logits, x):
+    from torch.nn import functional as F
+
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+
+
+NLL_MISTAKES = (
+    Mistake("averaged over the pixels too (nats per pixel)", lambda net, x: _bce(net(x), x).mean(),
+            "log p(x) = sum_i log p(x_i | x_<i): SUM over the pixels (.sum(1)), then average over the batch."),
+    Mistake("summed over the batch", lambda net, x: _bce(net(x), x).sum(),
+            "average over the batch (.mean() after .sum(1)): nats per example, whatever the batch size."),
+    Mistake("the log-likelihood (wrong sign)", lambda net, x: -_bce(net(x), x).sum(1).mean(),
+            "return the NEGATIVE log-likelihood, sum_i BCE(logit_i, x_i), a positive number to minimise."),
+    Mistake("the network run on zeros, not on the data", lambda net, x: _bce(net(torch.zeros_like(x)), x).sum(1).mean(),
+            "the conditionals p(x_i | x_<i) need the data: one pass net(x) gives all of them at once "
+            "(the masks keep x_i and later pixels out of logit i)."),
+    Mistake("the logits read as probabilities",
+            lambda net, x: -(x * net(x).clamp(1e-6, 1 - 1e-6).log()
+                             + (1 - x) * (1 - net(x).clamp(1e-6, 1 - 1e-6)).log()).sum(1).mean(),
+            "the network returns LOGITS: use F.binary_cross_entropy_with_logits(logits, x), not log(logits)."),
+)
+
+
+def _nll_case(name: str, batch: int, d: int, seed: int, hidden: bool, dtype: torch.dtype = torch.float32,
+              scale: float = 1.0) -> Case:
+    def build() -> tuple:
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(d, generator=gen)
+        net = _MADE(order, 16, seed + 1, dtype)
+        with torch.no_grad():
+            net.w2.mul_(scale)
+        x = (torch.rand(batch, d, generator=gen) < 0.4).to(dtype)
+        return net, x
+
+    return Case(name, build, reference=reference_nll, hidden=hidden, mistakes=NLL_MISTAKES,
+                inputs=f"net: a small MADE on D={d} binary pixels (random order); x: ({batch}, {d}) {str(dtype)[6:]}",
+                hint="F.binary_cross_entropy_with_logits(net(x), x, reduction='none').sum(1).mean()")
+
+
+def _nll_gradient_probe(fn: Callable) -> str | None:
+    grads = []
+    for nll in (reference_nll, fn):
+        net, x = _nll_case("", 12, 6, 77, True).build_args()
+        loss = nll(net, x)
+        if not isinstance(loss, torch.Tensor):
+            return (f"returned {summarize_value(loss)}: a Python number has no gradient (.item() or float() ends the "
+                    "graph); return the scalar tensor, so that training can call .backward() on it")
+        if not loss.requires_grad:
+            return ("no gradient reaches the network's parameters: the NLL was computed under torch.no_grad(), "
+                    "with .detach() or through .data, so it cannot train the network")
+        loss.backward()
+        grads.append([p.grad if p.grad is not None else torch.zeros_like(p) for p in net.parameters()])
+    if any(not torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(*grads)):
+        return "the value is right but the network's parameters get a different gradient: part of it was cut from the graph"
+    return None
+
+
+def _nll_scalar(got: Any, args: tuple) -> str | None:
+    if isinstance(got, (int, float)) and not isinstance(got, bool):
+        return (f"returned the Python number {got:.6g}: a number has no gradient (.item() or float() ends the "
+                "graph); return the scalar tensor")
+    if not isinstance(got, torch.Tensor) or got.numel() != 1:
+        return f"expected the NLL as a scalar tensor (one number: the mean over the batch), got {summarize_value(got)}"
+    return None
+
+
+def check_autoregressive_nll(fn: Callable, strict: bool | None = None) -> CheckResult:
+    """Check ``autoregressive_nll(net, x) -> scalar``: mean over the batch of the summed per-pixel BCE."""
+    cases = [
+        _nll_case("a MADE on 6 pixels, batch 5", 5, 6, 10, False),
+        _nll_case("hidden: 64 pixels, batch 30", 30, 64, 20, True),
+        _nll_case("hidden: 3 pixels, batch 1", 1, 3, 30, True),
+        _nll_case("hidden: very confident network (logits up to +-200)", 8, 10, 40, True, scale=60.0),
+        _nll_case("hidden: 12 pixels, batch 7, float64", 7, 12, 50, True, dtype=torch.float64),
+        probe_case("hidden: the NLL sends the network's parameters the right gradient", _nll_gradient_probe),
+    ]
+    result = run_checks(fn, cases, title="autoregressive_nll", arg_names=("net", "x"), validate=_nll_scalar)
+    return finish(result, strict)
+
+
+# ---------------------------------------------------------------------------
+# 6. ancestral sampling
+# ---------------------------------------------------------------------------
+class _ChainNet(nn.Module):
+    """An autoregressive "network" whose joint is a known Markov chain along ``order``.
+
+    ``p(x_first = 1) = sigmoid(start)``; every later variable copies the one before it in ``order``
+    with logit ``stay`` towards it: ``logit = base + stay * (2 x_prev - 1)``.
+    """
+
+    def __init__(self, order: torch.Tensor, start: float, base: float, stay: float) -> None:
+        super().__init__()
+        self.register_buffer("order", order.clone())
+        self.start, self.base, self.stay = start, base, stay
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.full_like(x, self.base)
+        previous = x[:, self.order[:-1]]
+        logits[:, self.order[1:]] = self.base + self.stay * (2 * previous - 1)
+        logits[:, self.order[0]] = self.start
+        return logits
+
+
+def _sample_judge(n: int, order: torch.Tensor, net: _ChainNet) -> Callable[[Any], str | None]:
+    import math
+
+    def judge(samples: Any) -> str | None:
+        d = len(order)
+        if not isinstance(samples, torch.Tensor) or tuple(samples.shape) != (n, d):
+            return f"should return a tensor of shape ({n}, {d}), one row per sample, got {summarize_value(samples)}"
+        values = samples.detach().double()
+        if not bool(((values == 0) | (values == 1)).all()):
+            return ("the samples should be 0s and 1s: draw each pixel with torch.bernoulli(torch.sigmoid(logit)), "
+                    "not the probability itself")
+        if bool((values == values[:1]).all()):
+            return ("every sample is the same: the pixels are chosen deterministically (argmax, > 0.5) instead of "
+                    "DRAWN from p(x_i | x_<i) with torch.bernoulli")
+        sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+        first = values[:, order[0]]
+        prev, nxt = values[:, order[:-1]].flatten(), values[:, order[1:]].flatten()
+        checks = [("p(first pixel in the order = 1)", first, sig(net.start)),
+                  ("p(x_i = 1 | previous pixel 1)", nxt[prev == 1], sig(net.base + net.stay)),
+                  ("p(x_i = 1 | previous pixel 0)", nxt[prev == 0], sig(net.base - net.stay))]
+        for label, draws, want in checks:
+            if len(draws) < 30:
+                continue
+            freq = float(draws.mean())
+            se = math.sqrt(want * (1 - want) / len(draws))
+            if abs(freq - want) > 5 * se + 1e-3:
+                hint = ""
+                if label.endswith("0)") or label.endswith("1)"):
+                    hint = (": each pixel must be drawn from the logits of a pass over the pixels drawn SO FAR, "
+                            "one pixel at a time in the given order (x[:, i] = bernoulli(sigmoid(net(x)[:, i]))); "
+                            "drawing them all from one pass, or in another order, loses the dependence")
+                return f"{label} is {freq:.3f} in your samples, but the model says {want:.3f}{hint}"
+        return None
+
+    return judge
+
+
+def _sampling_case(name: str, n: int, d: int, seed: int, start: float, base: float, stay: float,
+                   hidden: bool) -> Case:
+    def probe(fn: Callable) -> str | None:
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(d, generator=gen)
+        net = _ChainNet(order, start, base, stay)
+        samples = fn(net, n, order.clone(), torch.Generator().manual_seed(seed + 1))
+        return _sample_judge(n, order, net)(samples)
+
+    return probe_case(name, probe, hidden=hidden,
+                      inputs=f"{n} samples of {d} pixels from a known Markov chain along a random order",
+                      hint="x = zeros(n, D); for i in order: x[:, i] = torch.bernoulli(torch.sigmoid(net(x)[:, i]), "
+                           "generator=generator)")
+
+
+def _sampling_generator_probe(fn: Callable) -> str | None:
+    order = torch.tensor([2, 0, 3, 1])
+    net = _ChainNet(order, 0.3, 0.0, 1.0)
+    return generator_problem(lambda gen: fn(net, 50, order.clone(), gen), what="samples")
+
+
+def check_sample_autoregressive(fn: Callable, strict: bool | None = None) -> CheckResult:
+    """Check ``sample_autoregressive(net, n, order, generator) -> (n, D)`` 0/1 samples, drawn pixel by pixel."""
+    cases = [
+        _sampling_case("4000 samples of 5 pixels from a chain that mostly copies", 4000, 5, 1, 1.0, 0.0, 2.0, False),
+        _sampling_case("hidden: 3000 samples of 12 pixels, a chain that mostly flips", 3000, 12, 2, -1.0, 0.5, -1.5, True),
+        _sampling_case("hidden: 2000 samples of 2 pixels", 2000, 2, 3, 0.0, -0.5, 1.0, True),
+        probe_case("hidden: the samples follow the generator argument", _sampling_generator_probe),
+    ]
+    result = run_checks(fn, cases, title="sample_autoregressive")
     return finish(result, strict)

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 from torch.nn import functional as F
 
-from . import Case, CheckResult, Mistake, finish, run_checks, summarize_value
+from . import Case, CheckResult, Mistake, as_dtype, finish, probe_case, randomness_problem, run_checks, summarize_value
 
 __all__ = ["check_reparameterize", "check_kl", "check_negative_elbo", "reference_negative_elbo"]
 
@@ -76,6 +76,9 @@ def _reparam_judge(got: Any, args: tuple) -> str | None:
                 "draw eps with torch.randn_like(mu))")
     if not z.is_floating_point() or not torch.isfinite(z).all():
         return "z should be finite floating-point numbers"
+    if z.dtype != mu.dtype:
+        return (f"z is {str(z.dtype)[6:]} for {str(mu.dtype)[6:]} inputs: noise made with torch.randn(shape) is float32; "
+                "draw it with torch.randn_like(mu), which keeps mu's dtype (and device)")
     if grad_mu is None and grad_logvar is None:
         return ("no gradient reaches mu and logvar: z was sampled without the reparameterisation trick "
                 "(torch.normal, Normal(...).sample() or .detach() cut the graph), so no gradient reaches the "
@@ -101,6 +104,9 @@ def _reparam_judge(got: Any, args: tuple) -> str | None:
     if eps.shape[0] > 1 and bool((eps - eps[:1]).abs().max() < 1e-6):
         return ("every row got the same noise: draw a separate eps for every example, "
                 "eps = torch.randn_like(mu), not torch.randn(mu.shape[-1])")
+    if eps.ndim > 1 and eps.shape[-1] > 1 and bool((eps - eps[..., :1]).abs().max() < 1e-6):
+        return ("every latent dimension got the same noise: the latent dimensions are independent, so each needs its "
+                "own draw: eps = torch.randn_like(mu), not torch.randn(batch, 1)")
     mean, std = float(eps.mean()), float(eps.std())
     if 0.4 < mean < 0.6 and 0.2 < std < 0.4:
         return (f"the noise eps = (z - mu) / sigma looks uniform on [0, 1] (mean {mean:.2f}, std {std:.2f}): "
@@ -122,8 +128,14 @@ def check_reparameterize(fn: Callable, strict: bool | None = None) -> CheckResul
         Case("hidden: shape (3000, 1), float64", args=_reparam_inputs(3000, 1, 2, torch.float64),
              judge=_reparam_judge, seed=2, hidden=True),
         Case("hidden: shape (64, 40)", args=_reparam_inputs(64, 40, 3), judge=_reparam_judge, seed=3, hidden=True),
+        probe_case("hidden: every call draws fresh noise from torch's generator", _fresh_noise_probe),
     ]
     return finish(run_checks(_with_gradients(fn), cases, title="reparameterize", arg_names=("mu", "logvar")), strict)
+
+
+def _fresh_noise_probe(call: Callable) -> str | None:
+    mu, logvar = _reparam_inputs(50, 2, 4)()
+    return randomness_problem(lambda: call(mu, logvar)[0], what="z")
 
 
 # ---------------------------------------------------------------------------
@@ -187,8 +199,9 @@ def check_kl(fn: Callable, strict: bool | None = None) -> CheckResult:
         Case("hidden: (1, 64)", args=_kl_inputs(1, 64, 1), reference=_reference_kl, mistakes=_KL_MISTAKES, hidden=True),
         Case("hidden: (200, 2)", args=_kl_inputs(200, 2, 2), reference=_reference_kl, mistakes=_KL_MISTAKES, hidden=True),
     ]
+    cases += [as_dtype(c, torch.float64) for c in cases[1:3]]
     return finish(run_checks(fn, cases, title="kl_to_standard_normal", arg_names=("mu", "logvar"),
-                             validate=_kl_shape_check, atol=1e-5, rtol=1e-5), strict)
+                             validate=_kl_shape_check, grad_args=(0, 1)), strict)
 
 
 # ---------------------------------------------------------------------------
@@ -273,5 +286,6 @@ def check_negative_elbo(fn: Callable, strict: bool | None = None) -> CheckResult
         Case("hidden: batch 17, 10 pixels, 30 latent dims", args=_elbo_inputs(17, 10, 30, 3),
              reference=reference_negative_elbo, mistakes=_ELBO_MISTAKES, hidden=True),
     ]
+    cases += [as_dtype(c, torch.float64) for c in cases[:2]]
     return finish(run_checks(fn, cases, title="negative_elbo", arg_names=("x", "logits", "mu", "logvar"),
-                             validate=_elbo_scalar, atol=1e-4, rtol=1e-5), strict)
+                             validate=_elbo_scalar, grad_args=(1, 2, 3)), strict)

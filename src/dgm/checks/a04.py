@@ -22,7 +22,6 @@ Each checker returns a :class:`~dgm.checks.CheckResult`; with
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Callable
 
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import Case, CheckResult, Mistake, finish, run_checks, summarize_value
+from . import Case, CheckResult, Mistake, as_dtype, finish, probe_case, run_checks, summarize_value
 
 __all__ = ["check_discriminator_loss", "check_generator_loss", "check_gan_step", "check_mode_coverage",
            "small_gan", "reference_gan_step"]
@@ -95,12 +94,16 @@ def check_discriminator_loss(fn: Callable, strict: bool | None = None) -> CheckR
     cases = discriminator_loss_cases()
     for case in cases:
         case.mistakes = _D_MISTAKES
+    cases += [as_dtype(c, torch.float64) for c in cases[2:]]
     result = run_checks(fn, cases, title="discriminator_loss", arg_names=("real_logits", "fake_logits"),
-                        validate=_scalar_problem, atol=1e-5, rtol=1e-5)
+                        validate=_scalar_problem, grad_args=(0, 1))
     return finish(result, strict)
 
 
 def _scalar_problem(got: Any, args: tuple) -> str | None:
+    if isinstance(got, (int, float)) and not isinstance(got, bool):
+        return (f"returned the Python number {got:.6g}: a number has no gradient (.item() or float() ends the graph); "
+                "return the scalar tensor so that training can call .backward() on it")
     if not isinstance(got, torch.Tensor) or got.numel() != 1:
         return f"expected a scalar tensor (one number), got {summarize_value(got)}"
     if not torch.isfinite(got).all():
@@ -154,8 +157,9 @@ def check_generator_loss(fn: Callable, strict: bool | None = None) -> CheckResul
     cases = generator_loss_cases()
     for case in cases:
         case.mistakes = _G_MISTAKES
+    cases += [as_dtype(c, torch.float64) for c in cases[2:]]
     result = run_checks(fn, cases, title="generator_loss", arg_names=("fake_logits",),
-                        validate=_scalar_problem, atol=1e-5, rtol=1e-5)
+                        validate=_scalar_problem, grad_args=(0,))
     return finish(result, strict)
 
 
@@ -257,9 +261,38 @@ def check_gan_step(fn: Callable, strict: bool | None = None) -> CheckResult:
     cases = [Case(name, (seed, batch, latent, lr, fn), judge=_step_judge, hidden=hidden,
                   inputs=f"small MLPs (seed {seed}), real ~ N(2, 1) in 2-D, batch {batch}, latent {latent}, SGD lr {lr}")
              for name, seed, batch, latent, lr, hidden in settings]
+    cases.append(probe_case("hidden: three steps in a row on the same networks, starting from stale gradients",
+                            lambda _: _several_steps_problem(fn)))
     result = run_checks(lambda seed, batch, latent, lr, learner: _run_step(learner, seed, batch, latent, lr),
                         cases, title="gan_step")
     return finish(result, strict)
+
+
+def _run_steps(step_fn: Callable, steps: int, seed: int = 54) -> list[list[torch.Tensor]]:
+    """Parameters of G and D after each of ``steps`` calls, on networks whose .grad starts out stale (random)."""
+    with torch.random.fork_rng(devices=[]):
+        generator, discriminator = small_gan(seed, 2)
+        gen = torch.Generator().manual_seed(seed + 1)
+        for p in list(generator.parameters()) + list(discriminator.parameters()):
+            p.grad = torch.randn(p.shape, generator=gen)  # left over from an earlier computation
+        opt_d = torch.optim.SGD(discriminator.parameters(), lr=0.1)
+        opt_g = torch.optim.SGD(generator.parameters(), lr=0.1)
+        after = []
+        for _ in range(steps):
+            real, z = torch.randn(16, 2, generator=gen) + 2, torch.randn(16, 2, generator=gen)
+            step_fn(generator, discriminator, real, z, opt_d, opt_g)
+            after.append([p.detach().clone() for p in list(generator.parameters()) + list(discriminator.parameters())])
+    return after
+
+
+def _several_steps_problem(step_fn: Callable) -> str | None:
+    ref, yours = _run_steps(reference_gan_step, 3), _run_steps(step_fn, 3)
+    for number, (r, y) in enumerate(zip(ref, yours), 1):
+        if _max_diff(r, y) > 1e-5:
+            return (f"step {number} of three, started with gradients left in .grad from before, moves the parameters "
+                    "differently from the reference: call opt_d.zero_grad() before d_loss.backward() and "
+                    "opt_g.zero_grad() before g_loss.backward() in every step (stale gradients add up otherwise)")
+    return None
 
 
 # ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from . import Case, CheckResult, Mistake, finish, run_checks, summarize_value
+from . import Case, CheckResult, Mistake, finish, run_checks, summarize_value, tolerance
 
 __all__ = ["check_coupling_forward", "check_coupling_inverse", "check_flow_log_prob",
            "reference_forward", "reference_inverse", "reference_flow_log_prob", "random_net"]
@@ -130,16 +130,16 @@ def _random_mask(dim: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def _coupling_case(name: str, dim: int, batch: int, bound: float, seed: int, hidden: bool,
-                   mask: Sequence[float] | None = None, hint: str = "") -> Case:
+                   mask: Sequence[float] | None = None, hint: str = "", dtype: torch.dtype = torch.float64) -> Case:
     def build() -> tuple:
         gen = torch.Generator().manual_seed(seed)
         m = torch.tensor(mask, dtype=torch.float64) if mask is not None else _random_mask(dim, gen)
         x = 1.5 * torch.randn(batch, dim, generator=gen, dtype=torch.float64)
-        return x, m, random_net(dim, 8, seed + 1), bound
+        return x.to(dtype), m.to(dtype), random_net(dim, 8, seed + 1).to(dtype), bound
 
     shown = f"mask={list(mask)}" if mask is not None else f"a random mask of length {dim}"
     return Case(name, build, hidden=hidden, hint=hint,
-                inputs=f"x: (batch={batch}, D={dim}) float64; {shown}; net: a random MLP D -> 2D; "
+                inputs=f"x: (batch={batch}, D={dim}) {str(dtype)[6:]}; {shown}; net: a random MLP D -> 2D; "
                        f"scale_bound={bound}")
 
 
@@ -153,6 +153,10 @@ def _coupling_cases(kind: str) -> list[Case]:
         _coupling_case(f"{kind}: D=7, random mask, batch 6, scale_bound=1.5", 7, 6, 1.5, 30, True, None, hint),
         _coupling_case(f"{kind}: D=16, random mask, batch 2, scale_bound=3", 16, 2, 3.0, 40, True, None, hint),
         _coupling_case(f"{kind}: D=5, random mask, batch 1, scale_bound=0.5", 5, 1, 0.5, 50, True, None, hint),
+        _coupling_case(f"{kind}: D=6, random mask, batch 4, scale_bound=2, float32", 6, 4, 2.0, 55, True, None, hint,
+                       dtype=torch.float32),
+        _coupling_case(f"{kind}: D=3, random mask, batch 9, scale_bound=1, float32", 3, 9, 1.0, 56, True, None, hint,
+                       dtype=torch.float32),
     ]
 
 
@@ -178,15 +182,23 @@ def _judge_pair(reference: Callable, direction: str) -> Callable[[Any, tuple], s
                     f"shape ({batch},) (sum over dim=1 only)")
         if tuple(log_det.shape) != (batch,):
             return f"log_det should have shape ({batch},), got {tuple(log_det.shape)}"
+        if out.dtype != inputs.dtype or log_det.dtype != inputs.dtype:
+            return (f"the inputs are {str(inputs.dtype)[6:]} but {out_name} is {str(out.dtype)[6:]} and log_det "
+                    f"{str(log_det.dtype)[6:]}: keep the inputs' dtype (no torch.tensor(...)/.float() constants)")
+        if not (out.requires_grad and log_det.requires_grad):
+            which = out_name if not out.requires_grad else "log_det"
+            return (f"no gradient reaches the conditioner's parameters through {which}: it was computed under "
+                    "torch.no_grad(), with .detach() or through .data, so the flow could not be trained")
+        atol, rtol = tolerance(inputs.dtype, 1e-8, 1e-8)
         kept = mask.bool()
-        if not torch.allclose(out.detach()[:, kept], inputs[:, kept], atol=1e-9, rtol=0):
+        if not torch.allclose(out.detach()[:, kept], inputs[:, kept], atol=atol / 10, rtol=0):
             return ("the kept half (where mask == 1) changed: the coupling must pass it through unchanged, "
                     "and scale and shift only the other half (multiply s and t by 1 - mask)")
-        if not torch.allclose(out.detach(), want_out, atol=1e-8, rtol=1e-8):
+        if not torch.allclose(out.detach(), want_out, atol=atol, rtol=rtol):
             bad = (out.detach() - want_out).abs().max()
             return f"{out_name} differs from the expected values on the transformed half (largest difference {bad:.3g})"
-        if not torch.allclose(log_det.detach(), want_logdet, atol=1e-8, rtol=1e-8):
-            if torch.allclose(log_det.detach(), -want_logdet, atol=1e-8, rtol=1e-8):
+        if not torch.allclose(log_det.detach(), want_logdet, atol=atol, rtol=rtol):
+            if torch.allclose(log_det.detach(), -want_logdet, atol=atol, rtol=rtol):
                 return f"log_det has the wrong sign; {out_name} is right"
             wrt = "x" if direction == "forward" else "z"
             return f"{out_name} is right, but log_det differs from log|det d{out_name}/d{wrt}|"
@@ -268,15 +280,16 @@ _STACK_MISTAKES = (
 )
 
 
-def _stack_case(name: str, dim: int, batch: int, layers: int, seed: int, hidden: bool) -> Case:
+def _stack_case(name: str, dim: int, batch: int, layers: int, seed: int, hidden: bool,
+                dtype: torch.dtype = torch.float64) -> Case:
     def build() -> tuple:
         gen = torch.Generator().manual_seed(seed)
-        masks = [_random_mask(dim, gen) for _ in range(layers)]
-        nets = [random_net(dim, 8, seed + 10 + i, gain=0.7) for i in range(layers)]
-        return torch.randn(batch, dim, generator=gen, dtype=torch.float64), masks, nets, 2.0
+        masks = [_random_mask(dim, gen).to(dtype) for _ in range(layers)]
+        nets = [random_net(dim, 8, seed + 10 + i, gain=0.7).to(dtype) for i in range(layers)]
+        return torch.randn(batch, dim, generator=gen, dtype=torch.float64).to(dtype), masks, nets, 2.0
 
     return Case(name, build, reference=reference_flow_log_prob, hidden=hidden, mistakes=_STACK_MISTAKES,
-                inputs=f"x: ({batch}, {dim}) float64; {layers} couplings with random masks and nets; scale_bound=2",
+                inputs=f"x: ({batch}, {dim}) {str(dtype)[6:]}; {layers} couplings with random masks and nets; scale_bound=2",
                 hint="z, total = x, 0; for each (mask, net): z, ld = coupling_forward(z, mask, net, scale_bound); "
                      "total += ld; return log N(z; 0, I) + total")
 
@@ -288,5 +301,6 @@ def check_flow_log_prob(fn: Callable, strict: bool | None = None) -> CheckResult
         _stack_case("hidden: 3 couplings, D=6, batch 5", 6, 5, 3, 70, True),
         _stack_case("hidden: 1 coupling, D=3, batch 1", 3, 1, 1, 80, True),
         _stack_case("hidden: 4 couplings, D=9, batch 3", 9, 3, 4, 90, True),
+        _stack_case("hidden: 3 couplings, D=4, batch 6, float32", 4, 6, 3, 95, True, torch.float32),
     ]
-    return finish(run_checks(fn, cases, title="flow_log_prob", atol=1e-8, rtol=1e-8), strict)
+    return finish(run_checks(fn, cases, title="flow_log_prob", atol=1e-8, rtol=1e-8, grad_args=(0,)), strict)

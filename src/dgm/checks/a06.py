@@ -1,6 +1,6 @@
-"""Checkers for assignment 6: the forward process in one jump, and the DDIM update.
+"""Checkers for assignment 6: the forward process, the training loss, and the DDPM and DDIM updates.
 
-The learner writes two functions; each checker compares them with
+The learner writes four functions; each checker compares them with
 :mod:`dgm.diffusion` on shown and hidden cases (hidden schedules of several
 lengths, hidden shapes, both ends of the chain, several ``eta``):
 
@@ -9,7 +9,17 @@ lengths, hidden shapes, both ends of the chain, several ``eta``):
   ``t`` a long tensor ``(B,)`` of indices ``0..T-1``;
 * ``ddim_step(eps, x_t, t, t_prev, betas, eta, noise) -> x_prev``: one DDIM
   step from index ``t`` to the earlier index ``t_prev`` (``-1`` = the data,
-  where ``abar = 1``), with ``sigma = eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))``.
+  where ``abar = 1``), with ``sigma = eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))``;
+* ``noise_prediction_loss(eps_model, x0, t, noise, betas) -> scalar``: the
+  DDPM training loss ``mean |noise - eps_model(x_t, t)|^2`` with ``x_t`` from
+  ``q_sample``; judged by its value and by the gradient it sends to the
+  network's parameters;
+* ``ddpm_step(eps, x_t, t, betas, noise) -> x_{t-1}``: one ancestral step, the
+  mean of the posterior ``q(x_{t-1} | x_t, x_0)`` at the guess ``x0_hat`` plus
+  ``sqrt(beta~_t) noise``, no noise at ``t = 0``.
+
+Every checker has float32 and float64 cases (the schedule stays float64) and
+wants the answer in the dtype of ``x``.
 
 Named mistakes (each gets its own hint): alpha instead of alpha-bar,
 ``1 - abar`` instead of its square root, off-by-one indexing of ``t``, ``eta``
@@ -22,14 +32,15 @@ Each checker returns a :class:`~dgm.checks.CheckResult`; with
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import torch
 
-from . import Case, CheckResult, Mistake, finish, run_checks, summarize_value
+from . import Case, CheckResult, Mistake, as_dtype, finish, probe_case, run_checks, summarize_value
 
-__all__ = ["check_q_sample", "check_ddim_step", "q_sample_cases", "ddim_step_cases", "Q_SAMPLE_MISTAKES",
-           "DDIM_MISTAKES"]
+__all__ = ["check_q_sample", "check_ddim_step", "check_noise_prediction_loss", "check_ddpm_step", "q_sample_cases",
+           "ddim_step_cases", "Q_SAMPLE_MISTAKES", "DDIM_MISTAKES", "DDPM_MISTAKES", "LOSS_MISTAKES", "TinyDenoiser"]
 
 
 # ---------------------------------------------------------------------------
@@ -44,13 +55,13 @@ def _schedule(betas: torch.Tensor):
 def _reference_q_sample(x0, t, noise, betas):
     from dgm.diffusion import q_sample
 
-    return q_sample(x0.double(), t, noise.double(), _schedule(betas))
+    return q_sample(x0.double(), t, noise.double(), _schedule(betas)).to(x0.dtype)
 
 
 def _reference_ddim_step(eps, x_t, t, t_prev, betas, eta, noise):
     from dgm.diffusion import ddim_step
 
-    return ddim_step(eps.double(), x_t.double(), t, t_prev, _schedule(betas), eta, noise.double())
+    return ddim_step(eps.double(), x_t.double(), t, t_prev, _schedule(betas), eta, noise.double()).to(x_t.dtype)
 
 
 def _random_betas(seed: int, timesteps: int) -> torch.Tensor:
@@ -166,8 +177,9 @@ def check_q_sample(fn: Callable, strict: bool | None = None) -> CheckResult:
     cases = q_sample_cases()
     for case in cases:
         case.mistakes = Q_SAMPLE_MISTAKES
+    cases += [as_dtype(c, torch.float32, only=(0, 2)) for c in cases[1:3]]
     result = run_checks(fn, cases, title="q_sample", arg_names=("x0", "t", "noise", "betas"),
-                        validate=_validate_like("x_t", lambda args: tuple(args[0].shape)), atol=1e-6, rtol=1e-5)
+                        validate=_validate_like("x_t", lambda args: tuple(args[0].shape)))
     return finish(result, strict)
 
 
@@ -251,7 +263,205 @@ def check_ddim_step(fn: Callable, strict: bool | None = None) -> CheckResult:
     cases = ddim_step_cases()
     for case in cases:
         case.mistakes = DDIM_MISTAKES
+    cases += [as_dtype(c, torch.float32, only=(0, 1, 6)) for c in cases[1:3]]
     result = run_checks(fn, cases, title="ddim_step",
                         arg_names=("eps", "x_t", "t", "t_prev", "betas", "eta", "noise"),
+                        validate=_validate_like("x_prev", lambda args: tuple(args[1].shape)), atol=1e-6, rtol=1e-5)
+    return finish(result, strict)
+
+
+# ---------------------------------------------------------------------------
+# 3. the noise-prediction loss
+# ---------------------------------------------------------------------------
+class TinyDenoiser(torch.nn.Module):
+    """A small seeded noise predictor ``(x_t (B, ...), t (B,)) -> eps (B, ...)`` for the checks."""
+
+    def __init__(self, dim: int, seed: int, dtype: torch.dtype = torch.float64) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.weight = torch.nn.Parameter(torch.randn(dim, dim, generator=gen, dtype=dtype) / dim**0.5)
+        self.time = torch.nn.Parameter(torch.randn(dim, generator=gen, dtype=dtype))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        flat = x_t.flatten(1)
+        scale = (t.to(flat.dtype) / 100.0).view(-1, 1)
+        return (torch.tanh(flat @ self.weight) + scale * self.time).view_as(x_t)
+
+
+def _abar(betas: torch.Tensor) -> torch.Tensor:
+    return torch.cumprod(1 - betas.double(), 0)
+
+
+def _loss_with(*, target: str = "noise", model_input: str = "x_t", reduce: str = "mean", t_shift: int = 0,
+               noise_scale: Callable = torch.sqrt):
+    """The noise-prediction loss, with one part done in a (possibly wrong) way; defaults give the right one."""
+    def loss(eps_model, x0, t, noise, betas):
+        abar = _view(_abar(betas)[t], x0).to(x0.dtype)
+        x_t = abar.sqrt() * x0 + noise_scale(1 - abar) * noise
+        prediction = eps_model(x_t if model_input == "x_t" else x0, t + t_shift)
+        wanted = {"noise": noise, "x0": x0, "x_t": x_t}[target]
+        squared = (prediction - wanted) ** 2
+        return squared.mean() if reduce == "mean" else squared.sum() if reduce == "sum" else squared.sum(
+            tuple(range(1, x0.ndim))).mean()
+    return loss
+
+
+_reference_loss = _loss_with()
+
+LOSS_MISTAKES = (
+    Mistake("the network compared with x0 instead of the noise", _loss_with(target="x0"),
+            "this network predicts the NOISE: the target is `noise`, the epsilon that made x_t, not x0."),
+    Mistake("the network compared with x_t", _loss_with(target="x_t"),
+            "the target is the noise that was added, `noise`, not the noisy input x_t."),
+    Mistake("the network given x0 instead of x_t", _loss_with(model_input="x0"),
+            "the network sees the NOISY data: eps_model(x_t, t) with x_t = q_sample(x0, t, noise, betas)."),
+    Mistake("a sum instead of a mean", _loss_with(reduce="sum"),
+            "Ho et al.'s simple loss is the MEAN of the squared error over the batch and every dimension."),
+    Mistake("summed over the dimensions, averaged over the batch", _loss_with(reduce="per_example"),
+            "average over every entry (.mean()), as the package does; summing over dimensions scales the loss by D."),
+    Mistake("the network given t + 1", _loss_with(t_shift=1),
+            "pass the same step index t that made x_t: eps_model(x_t, t)."),
+    Mistake("(1 - abar_t) instead of sqrt(1 - abar_t) on the noise", _loss_with(noise_scale=lambda v: v),
+            "x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise: the noise is scaled by the square root."),
+)
+
+
+def _loss_case(name: str, seed: int, shape: tuple[int, ...], t: Callable[[], torch.Tensor],
+               betas: Callable[[], torch.Tensor], hidden: bool = True, dtype: torch.dtype = torch.float64) -> Case:
+    def args() -> tuple:
+        dim = 1
+        for n in shape[1:]:
+            dim *= n
+        return (TinyDenoiser(dim, seed + 3, dtype), _randn(seed, *shape).to(dtype), t(), _randn(seed + 1, *shape).to(dtype),
+                betas())
+
+    return Case(name, args, reference=_reference_loss, mistakes=LOSS_MISTAKES, hidden=hidden,
+                inputs=f"eps_model: a small seeded network; x0, noise: {shape} {str(dtype)[6:]}; t: {name.split('t = ')[-1]}",
+                hint="x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise (your q_sample); loss = ((eps_model(x_t, t) - noise)**2).mean()")
+
+
+def _loss_gradient_probe(fn: Callable) -> str | None:
+    """Gradients must reach the network's parameters exactly as from the reference loss."""
+    x0, noise = _randn(90, 6, 3), _randn(91, 6, 3)
+    t, betas = torch.tensor([0, 5, 17, 30, 49, 2]), _random_betas(92, 50)
+    grads = []
+    for loss_fn in (_reference_loss, fn):
+        model = TinyDenoiser(3, 93)
+        loss = loss_fn(model, x0.clone(), t.clone(), noise.clone(), betas.clone())
+        if not isinstance(loss, torch.Tensor):
+            return (f"returned {summarize_value(loss)}: a Python number has no gradient (.item() or float() ends the "
+                    "graph); return the scalar tensor so that training can call .backward() on it")
+        if not loss.requires_grad:
+            return ("no gradient reaches the network's parameters: the loss was computed under torch.no_grad(), with "
+                    ".detach() or through .data, so the network could not learn from it")
+        loss.backward()
+        grads.append([p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()])
+    for ref, yours in zip(*grads):
+        if not torch.allclose(ref, yours, atol=1e-9, rtol=1e-7):
+            return ("the loss value is right but the network's parameters get a different gradient: part of the "
+                    "computation (the prediction, or x_t fed to the network) was cut from the graph")
+    return None
+
+
+def _scalar_loss(got: Any, args: tuple) -> str | None:
+    if isinstance(got, (int, float)) and not isinstance(got, bool):
+        return (f"returned the Python number {got:.6g}: a number has no gradient (.item() or float() ends the graph); "
+                "return the scalar tensor")
+    if not isinstance(got, torch.Tensor) or got.numel() != 1:
+        return f"expected the loss as a scalar tensor (one number), got {summarize_value(got)}"
+    return None
+
+
+def check_noise_prediction_loss(fn: Callable, strict: bool | None = None) -> CheckResult:
+    """Check ``noise_prediction_loss(eps_model, x0, t, noise, betas) -> scalar``."""
+    cases = [
+        _loss_case("points (4, 2), linear T=1000, t = (0, 10, 500, 999)", 100, (4, 2),
+                   lambda: torch.tensor([0, 10, 500, 999]), lambda: _linear(1000), hidden=False),
+        _loss_case("hidden: images (3, 1, 4, 4), cosine T=100, t = (99, 0, 42)", 110, (3, 1, 4, 4),
+                   lambda: torch.tensor([99, 0, 42]), lambda: _cosine(100)),
+        _loss_case("hidden: random schedule T=20, (5, 3), t = (1, 1, 19, 7, 0)", 120, (5, 3),
+                   lambda: torch.tensor([1, 1, 19, 7, 0]), lambda: _random_betas(121, 20)),
+        _loss_case("hidden: float32 points (6, 2), linear T=1000, t = (3, 999, 250, 250, 1, 0)", 130, (6, 2),
+                   lambda: torch.tensor([3, 999, 250, 250, 1, 0]), lambda: _linear(1000), dtype=torch.float32),
+        probe_case("hidden: the loss sends the network's parameters the right gradient", _loss_gradient_probe),
+    ]
+    result = run_checks(fn, cases, title="noise_prediction_loss", arg_names=("eps_model", "x0", "t", "noise", "betas"),
+                        validate=_scalar_loss)
+    return finish(result, strict)
+
+
+# ---------------------------------------------------------------------------
+# 4. one ancestral DDPM step
+# ---------------------------------------------------------------------------
+def _reference_ddpm_step(eps, x_t, t, betas, noise):
+    from dgm.diffusion import ddpm_step
+
+    return ddpm_step(eps.double(), x_t.double(), t, _schedule(betas), noise.double()).to(x_t.dtype)
+
+
+def _ddpm_with(*, variance: str = "posterior", std_is_variance: bool = False, abar_prev_wraps: bool = False,
+               x0_from: str = "guess", shift: int = 0, noise_at_zero: bool = False):
+    """A DDPM step with one part done in a (possibly wrong) way; the defaults give the right step."""
+    def step(eps, x_t, t, betas, noise):
+        b = betas.double()
+        abars = _abar(b)
+        t_ = min(t + shift, len(b) - 1)
+        abar = abars[t_]
+        abar_prev = abars[t_ - 1] if (t_ >= 1 or abar_prev_wraps) else torch.tensor(1.0, dtype=torch.float64)
+        beta, alpha = b[t_], 1 - b[t_]
+        eps, x_t, noise = eps.double(), x_t.double(), noise.double()
+        x0 = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt() if x0_from == "guess" else x_t
+        mean = beta * abar_prev.sqrt() / (1 - abar) * x0 + (1 - abar_prev) * alpha.sqrt() / (1 - abar) * x_t
+        var = (1 - abar_prev) / (1 - abar) * beta if variance == "posterior" else beta
+        scale = var if std_is_variance else var.sqrt()
+        if t == 0 and not noise_at_zero:  # beta~_0 = 0: the posterior at the data has no noise left
+            return mean
+        return mean + scale * noise
+    return step
+
+
+DDPM_MISTAKES = (
+    Mistake("the variance used as the standard deviation", _ddpm_with(std_is_variance=True),
+            "beta~_t is the VARIANCE of q(x_{t-1} | x_t, x_0): add sqrt(beta~_t) * noise, not beta~_t * noise."),
+    Mistake("beta_t instead of the posterior variance beta~_t", _ddpm_with(variance="beta"),
+            "this step samples the posterior q(x_{t-1} | x_t, x_0), whose variance is "
+            "beta~_t = (1 - abar_{t-1}) / (1 - abar_t) * beta_t, not beta_t."),
+    Mistake("beta_t as the variance, and noise added at t = 0 too", _ddpm_with(variance="beta", noise_at_zero=True),
+            "sample the posterior: its variance beta~_t = (1 - abar_{t-1}) / (1 - abar_t) * beta_t is 0 at t = 0, "
+            "where the step returns the mean; with beta_t the last step adds noise to the data."),
+    Mistake("abar_{t-1} at t = 0 read as abar[-1]", _ddpm_with(abar_prev_wraps=True),
+            "at t = 0 there is no earlier step: abar_{-1} = 1 (the data), but abar[t - 1] = abar[-1] is the LAST step."),
+    Mistake("x_t used in place of the guess of x0", _ddpm_with(x0_from="x_t"),
+            "the posterior mean needs x0; estimate it from the noise: x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."),
+    Mistake("off by one: the coefficients of step t + 1", _ddpm_with(shift=1),
+            "index t uses beta_t = betas[t] and abar_t = cumprod(1 - betas)[t]; its previous is abar[t - 1]."),
+)
+
+
+def _ddpm_case(name: str, seed: int, shape: tuple[int, ...], t: int, betas: Callable[[], torch.Tensor],
+               hidden: bool = True, hint: str = "") -> Case:
+    def args() -> tuple:
+        return (_randn(seed, *shape), _randn(seed + 1, *shape), t, betas(), _randn(seed + 2, *shape))
+
+    return Case(name, args, reference=_reference_ddpm_step, hidden=hidden, hint=hint, mistakes=DDPM_MISTAKES,
+                inputs=f"eps, x_t, noise: shape {shape}; t={t}")
+
+
+def check_ddpm_step(fn: Callable, strict: bool | None = None) -> CheckResult:
+    """Check ``ddpm_step(eps, x_t, t, betas, noise) -> x_{t-1}``, shaped like ``x_t``."""
+    hint = ("x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t); mean = beta_t sqrt(abar_{t-1}) / (1 - abar_t) x0_hat "
+            "+ (1 - abar_{t-1}) sqrt(alpha_t) / (1 - abar_t) x_t; x_{t-1} = mean + sqrt(beta~_t) noise (no noise at t = 0)")
+    cases = [
+        _ddpm_case("linear T=1000, t = 500", 200, (4, 2), 500, lambda: _linear(1000), hidden=False, hint=hint),
+        _ddpm_case("linear T=1000, the last step t = 0 (no noise)", 210, (3, 2), 0, lambda: _linear(1000),
+                   hidden=False, hint="at t = 0, abar_{t-1} = 1 and the step returns the mean without noise"),
+        _ddpm_case("hidden: cosine T=100, the first step t = 99, shape (2, 1, 3, 3)", 220, (2, 1, 3, 3), 99,
+                   lambda: _cosine(100)),
+        _ddpm_case("hidden: random schedule T=30, t = 1", 230, (5, 3), 1, lambda: _random_betas(231, 30)),
+        _ddpm_case("hidden: random schedule T=30, t = 17", 240, (6, 2), 17, lambda: _random_betas(241, 30)),
+    ]
+    # float32 loses digits in 1 - abar_t near t = 0 (abar_0 = 0.9999): a looser rtol for those cases
+    cases += [dataclasses.replace(as_dtype(c, torch.float32, only=(0, 1, 4)), rtol=2e-3) for c in cases[:2]]
+    result = run_checks(fn, cases, title="ddpm_step", arg_names=("eps", "x_t", "t", "betas", "noise"),
                         validate=_validate_like("x_prev", lambda args: tuple(args[1].shape)), atol=1e-6, rtol=1e-5)
     return finish(result, strict)
