@@ -4,8 +4,10 @@ and beside one busy process (a learner's laptop always runs something else).
     python data/threads_benchmark.py > data/threads_benchmark.jsonl
 
 Each line: model, data, threads, busy (whether a competing process spun on one core), steps/s
-(median of 3 timings of a fixed number of steps). ``ModelSpec.threads`` in ``dgm/registry.py``
-is 1 for the models that this shows gain nothing, or lose, from a second thread.
+(median of 3 timings of a fixed number of steps; ``run`` numbers the runs kept in the .jsonl).
+``ModelSpec.threads`` in ``dgm/registry.py`` is 1 for every model but the convolutional image models,
+the only ones that gained 1.3x or more from a second core on an idle machine in both runs; beside one
+busy process, a second thread cost every model 1.7-5.5x.
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ def spin() -> None:
         pass
 
 
-def steps_per_second(name: str, threads: int, seconds: float = 2.0) -> float:
+def steps_per_second(name: str, data_name: str, threads: int, seconds: float = 1.0) -> float:
     torch.set_num_threads(threads)
     spec = registry.MODELS[name]
-    split = data.load("mnist5k" if name == "cyclegan" else DATA_FOR[spec.data_kinds[0]], "train")
+    split = data.load(data_name, "train")
     torch.manual_seed(0)
     model = registry.build(name, split.info())
     optimizers = model.configure_optimizers(spec.train.get("lr", 1e-3))
@@ -61,16 +63,22 @@ def steps_per_second(name: str, threads: int, seconds: float = 2.0) -> float:
 
 
 def main() -> None:
-    names = sys.argv[1:] or sorted(registry.MODELS)
+    # MODEL or MODEL@DATA; by default every model on its first kind of data, and DDPM's U-Net on digits too
+    names = sys.argv[1:] or [*sorted(registry.MODELS), "ddpm@digits"]
+    runs = []
+    for entry in names:
+        name, _, data_name = entry.partition("@")
+        kind = registry.MODELS[name].data_kinds[0]
+        runs.append((name, data_name or ("mnist5k" if name == "cyclegan" else DATA_FOR[kind])))
     for busy in (False, True):
         spinner = multiprocessing.Process(target=spin, daemon=True) if busy else None
         if spinner:
             spinner.start()
         try:
-            for name in names:
+            for name, data_name in runs:
                 for threads in (1, 2):
-                    rate = steps_per_second(name, threads)
-                    print(json.dumps({"model": name, "threads": threads, "busy": busy,
+                    rate = steps_per_second(name, data_name, threads)
+                    print(json.dumps({"model": name, "data": data_name, "threads": threads, "busy": busy,
                                       "steps_per_second": round(rate, 2)}), flush=True)
         finally:
             if spinner:

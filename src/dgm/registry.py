@@ -330,7 +330,6 @@ register(ModelSpec(
     data_kinds=("categorical", "binary"),
     train={"budget_seconds": 60, "batch_size": 64, "lr": 3e-3, "eval_every": 50, "patience": 10},
     description="WaveNet: dilated causal gated 1-D convolutions over the raster sequence (ch. 2)",
-    threads=None,
 ))
 
 
