@@ -169,7 +169,7 @@ def _checks_sample_count(method: Callable) -> Callable:
     @functools.wraps(method)
     def checked(self, n, *args, **kwargs):
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
-            raise ValueError(f"{type(self).__name__}.sample(n): n must be a positive whole number of samples, "
+            raise ValueError(f"{type(self).__name__}.sample(n): n must be a positive integer (how many samples), "
                              f"got {n!r}")
         return method(self, int(n), *args, **kwargs)
 
