@@ -279,6 +279,10 @@ def test_a_save_that_fails_part_way_leaves_the_old_checkpoint(gmm_checkpoint, tm
     assert path.read_bytes() == before
     model, _ = registry.load_checkpoint(str(path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"], "the partial temporary file is removed"
+    checkpoints.save(ckpt, tmp_path / "again.pt")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "again.pt").stat().st_mode & 0o777 == 0o666 & ~umask, "not left private like a temp file"
 
 
 def test_a_manifest_write_that_fails_leaves_the_old_manifest(gmm_checkpoint, tmp_path, monkeypatch):

@@ -61,6 +61,10 @@ def write_atomically(path: str | Path, write: Callable[[Any], None]) -> Path:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        # a temporary file is private (0600); the result gets the permissions a plain open() would give
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(handle.name, 0o666 & ~umask)
         os.replace(handle.name, path)
     except BaseException:
         with contextlib.suppress(OSError):
