@@ -60,6 +60,7 @@ __all__ = [
     "strict_mode",
     "compare",
     "summarize_value",
+    "scalar_loss_problem",
     "tolerance",
     "input_dtype",
     "as_dtype",
@@ -241,6 +242,19 @@ def finish(result: CheckResult, strict: bool | None = None) -> CheckResult:
 # ---------------------------------------------------------------------------
 # comparing values
 # ---------------------------------------------------------------------------
+def scalar_loss_problem(got: Any, what: str = "the loss", finite: bool = False) -> str | None:
+    """Why ``got`` is not a training loss: a Python number (no gradient) or not a one-element tensor
+    (and, with ``finite``, not finite); ``None`` when it is one. Shared by every loss checker."""
+    if isinstance(got, (int, float)) and not isinstance(got, bool):
+        return (f"returned the Python number {got:.6g}: a number has no gradient (.item() or float() ends the "
+                "graph); return the scalar tensor so that training can call .backward() on it")
+    if not isinstance(got, torch.Tensor) or got.numel() != 1:
+        return f"expected {what} as a scalar tensor (one number), got {summarize_value(got)}"
+    if finite and not torch.isfinite(got).all():
+        return f"{what} is {float(got)}: not finite"
+    return None
+
+
 def summarize_value(value: Any, max_items: int = 6) -> str:
     """A one-line description of a value: type, shape, dtype and a few numbers (never raises)."""
     try:

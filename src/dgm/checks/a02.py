@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from . import (Case, CheckResult, Mistake, _first, finish, generator_problem, module_problem, probe_case,
-               run_checks, summarize_value)
+               run_checks, scalar_loss_problem, summarize_value)
 
 __all__ = ["check_autoregressive_nll", "check_sample_autoregressive", "reference_nll", "NLL_MISTAKES",
     "check_made_masks",
@@ -772,12 +772,7 @@ def _nll_gradient_probe(fn: Callable) -> str | None:
 
 
 def _nll_scalar(got: Any, args: tuple) -> str | None:
-    if isinstance(got, (int, float)) and not isinstance(got, bool):
-        return (f"returned the Python number {got:.6g}: a number has no gradient (.item() or float() ends the "
-                "graph); return the scalar tensor")
-    if not isinstance(got, torch.Tensor) or got.numel() != 1:
-        return f"expected the NLL as a scalar tensor (one number: the mean over the batch), got {summarize_value(got)}"
-    return None
+    return scalar_loss_problem(got, "the NLL (the mean over the batch)")
 
 
 def check_autoregressive_nll(fn: Callable, strict: bool | None = None) -> CheckResult:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import Case, CheckResult, Mistake, as_dtype, finish, probe_case, run_checks, summarize_value
+from . import Case, CheckResult, Mistake, as_dtype, finish, probe_case, run_checks, scalar_loss_problem, summarize_value
 
 __all__ = ["check_discriminator_loss", "check_generator_loss", "check_gan_step", "check_mode_coverage",
            "small_gan", "reference_gan_step"]
@@ -101,14 +101,7 @@ def check_discriminator_loss(fn: Callable, strict: bool | None = None) -> CheckR
 
 
 def _scalar_problem(got: Any, args: tuple) -> str | None:
-    if isinstance(got, (int, float)) and not isinstance(got, bool):
-        return (f"returned the Python number {got:.6g}: a number has no gradient (.item() or float() ends the graph); "
-                "return the scalar tensor so that training can call .backward() on it")
-    if not isinstance(got, torch.Tensor) or got.numel() != 1:
-        return f"expected a scalar tensor (one number), got {summarize_value(got)}"
-    if not torch.isfinite(got).all():
-        return f"the loss is {float(got)}: not finite"
-    return None
+    return scalar_loss_problem(got, finite=True)
 
 
 # ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import torch
 
-from . import Case, CheckResult, Mistake, as_dtype, finish, probe_case, run_checks, summarize_value
+from . import Case, CheckResult, Mistake, as_dtype, finish, probe_case, run_checks, scalar_loss_problem, summarize_value
 
 __all__ = ["check_q_sample", "check_ddim_step", "check_noise_prediction_loss", "check_ddpm_step", "q_sample_cases",
            "ddim_step_cases", "Q_SAMPLE_MISTAKES", "DDIM_MISTAKES", "DDPM_MISTAKES", "LOSS_MISTAKES", "TinyDenoiser"]
@@ -364,12 +364,7 @@ def _loss_gradient_probe(fn: Callable) -> str | None:
 
 
 def _scalar_loss(got: Any, args: tuple) -> str | None:
-    if isinstance(got, (int, float)) and not isinstance(got, bool):
-        return (f"returned the Python number {got:.6g}: a number has no gradient (.item() or float() ends the graph); "
-                "return the scalar tensor")
-    if not isinstance(got, torch.Tensor) or got.numel() != 1:
-        return f"expected the loss as a scalar tensor (one number), got {summarize_value(got)}"
-    return None
+    return scalar_loss_problem(got)
 
 
 def check_noise_prediction_loss(fn: Callable, strict: bool | None = None) -> CheckResult:
