@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 
@@ -40,3 +42,36 @@ def text_outputs(nb: nbformat.NotebookNode) -> str:
         for out in cell.get("outputs", []):
             parts.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
     return "\n".join(parts)
+
+
+@dataclass
+class Assignment:
+    """What the shared tests (tests/test_assignments.py) check for one assignment; each
+    test_assignment_NN.py fills one in as ``SPEC`` beside its own plausible mistakes.
+
+    ``wrong`` rows are ``(checker name, wrong function, first failing case, text in the report)``;
+    ``strict_example`` is ``(checker name, wrong function, text of the AssertionError)``; ``leaks`` are
+    strings of the solutions that must not reach the student notebook; ``stubs`` counts its
+    ``raise NotImplementedError`` cells; ``source_expect``/``student_expect`` are texts the solved and the
+    untouched notebook must print, and ``source_check`` any further check of the solved run's output.
+    """
+
+    number: str
+    checkers: dict[str, Callable]
+    wrong: list[tuple]
+    strict_example: tuple[str, Callable, str]
+    stubs: int
+    leaks: tuple[str, ...] = ()
+    min_hidden_cases: int = 3
+    quick: bool = True
+    source_expect: tuple[str, ...] = ()
+    source_check: Callable[[str], None] | None = None
+    student_expect: tuple[str, ...] = ()
+
+    @property
+    def source(self) -> Path:
+        return CHAPTERS / f"{self.number}_assignment.ipynb"
+
+    @property
+    def student(self) -> Path:
+        return CHAPTERS / f"{self.number}_assignment_student.ipynb"

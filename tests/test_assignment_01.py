@@ -1,24 +1,14 @@
-"""Assignment 1: the checkers accept the notebook's solutions and reject plausible mistakes;
-the solved notebook passes under DGM_CHECKS_STRICT=1, the student notebook fails under it,
-and the committed student notebook is exactly what the generator makes."""
+"""Assignment 1: its plausible mistakes and its own checks; the tests every assignment shares
+(solutions accepted, mistakes rejected, strict mode, the notebooks) run from ``SPEC`` in test_assignments.py."""
 
 import math
 
-import pytest
 import torch
 from torch.nn import functional as F
 
-from assignment_support import CHAPTERS, execute, load_solutions, text_outputs
+from assignment_support import Assignment
 from dgm.checks import a01
 
-SOURCE = CHAPTERS / "01_assignment.ipynb"
-STUDENT = CHAPTERS / "01_assignment_student.ipynb"
-
-
-@pytest.fixture(scope="module")
-def solutions():
-    """The solution functions, taken from the source notebook's code cells."""
-    return load_solutions(SOURCE)
 
 
 CHECKERS = {
@@ -27,13 +17,6 @@ CHECKERS = {
     "kl_monte_carlo": a01.check_kl_monte_carlo,
     "kl_between": a01.check_kl_between,
 }
-
-
-@pytest.mark.parametrize("name", list(CHECKERS))
-def test_checker_accepts_the_solution(solutions, name):
-    result = CHECKERS[name](solutions[name], strict=False)
-    assert result.passed, str(result)
-    assert result.n_hidden >= 3
 
 
 # ---------------------------------------------------------------------------
@@ -170,41 +153,12 @@ WRONG = [
 ]
 
 
-@pytest.mark.parametrize("checker, wrong, first_case, text", WRONG, ids=[w[1].__name__ for w in WRONG])
-def test_checker_rejects_a_plausible_mistake(checker, wrong, first_case, text):
-    result = CHECKERS[checker](wrong, strict=False)
-    assert not result.passed, f"{wrong.__name__} was accepted"
-    assert result.failures[0].case == first_case, str(result)
-    report = str(result)
-    assert f"FAILED case '{first_case}" in report
-    assert text in report, report
-
-
-def test_checker_raises_in_strict_mode(monkeypatch):
-    monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
-    with pytest.raises(AssertionError, match="no Laplace smoothing"):
-        a01.check_categorical_mle(mle_no_smoothing)
-
-
-# ---------------------------------------------------------------------------
-# the notebooks
-# ---------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_source_notebook_passes_in_strict_mode(monkeypatch):
-    monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
-    nb = execute(SOURCE)
-    text = text_outputs(nb)
-    assert text.count("[PASS]") == 4
+def _check_source_output(text):
     assert "test NLL = 106.37 nats per image" in text
 
 
-@pytest.mark.slow
-def test_student_notebook_runs_through_without_strict_mode(monkeypatch):
-    """A learner who runs everything before finishing sees reports, not a crash."""
-    monkeypatch.delenv("DGM_CHECKS_STRICT", raising=False)
-    nb = execute(STUDENT)
-    text = text_outputs(nb)
-    assert text.count("not implemented yet") == 4
-    assert "Finish exercises 1 and 2 first" in text
+SPEC = Assignment(
+    number="01", checkers=CHECKERS, wrong=WRONG, stubs=4, quick=False,
+    strict_example=("categorical_mle", mle_no_smoothing, "no Laplace smoothing"),
+    source_check=_check_source_output, student_expect=("Finish exercises 1 and 2 first",),
+)

@@ -1,19 +1,98 @@
-"""What every assignment must satisfy, in one place (the per-assignment files test
-their own checkers and mistakes): the committed student notebook is exactly what
-the generator makes, notebooks are committed without outputs, every checker
-reports an unfinished stub as "not implemented yet", and the untouched student
-notebook fails under DGM_CHECKS_STRICT=1."""
+"""What every assignment must satisfy, in one place, driven by the ``SPEC`` table each
+test_assignment_NN.py fills in beside its plausible mistakes: every checker accepts the
+notebook's solution and rejects each listed mistake with the expected report, strict mode
+raises, the student notebook leaks no solution, the solved notebook passes under
+DGM_CHECKS_STRICT=1 and the untouched one runs through without it (and fails under it),
+the committed student notebook is exactly what the generator makes, notebooks are
+committed without outputs, and every checker reports an unfinished stub as "not
+implemented yet"."""
 
+import functools
 import importlib
 import json
 
 import nbformat
 import pytest
 
-from assignment_support import CHAPTERS, execute
-from dgm.checks import make_student_notebook
+from assignment_support import CHAPTERS, execute, load_solutions, text_outputs
+from dgm.checks import BEGIN, make_student_notebook
 
 ASSIGNMENTS = sorted(p.name[:2] for p in CHAPTERS.glob("0*_assignment.ipynb"))
+SPECS = {number: importlib.import_module(f"test_assignment_{number}").SPEC for number in ASSIGNMENTS}
+SOLUTION_CASES = [(n, name) for n, spec in SPECS.items() for name in spec.checkers]
+MISTAKES = [(n, *row) for n, spec in SPECS.items() for row in spec.wrong]
+
+
+@functools.cache
+def _solutions(number: str) -> dict:
+    return load_solutions(SPECS[number].source)
+
+
+@pytest.mark.parametrize("number, name", SOLUTION_CASES, ids=[f"{n}-{name}" for n, name in SOLUTION_CASES])
+def test_checker_accepts_the_solution(number, name):
+    spec = SPECS[number]
+    result = spec.checkers[name](_solutions(number)[name], strict=False)
+    assert result.passed, str(result)
+    assert result.n_hidden >= spec.min_hidden_cases
+
+
+@pytest.mark.parametrize("number, checker, wrong, first_case, text", MISTAKES,
+                         ids=[f"{m[0]}-{m[2].__name__}" for m in MISTAKES])
+def test_checker_rejects_a_plausible_mistake(number, checker, wrong, first_case, text):
+    result = SPECS[number].checkers[checker](wrong, strict=False)
+    assert not result.passed, f"{wrong.__name__} was accepted"
+    assert result.failures[0].case == first_case, str(result)
+    report = str(result)
+    assert f"FAILED case '{first_case}" in report, report
+    assert text in report, report
+
+
+@pytest.mark.parametrize("number", ASSIGNMENTS)
+def test_checker_raises_in_strict_mode(number, monkeypatch):
+    name, wrong, message = SPECS[number].strict_example
+    monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
+    with pytest.raises(AssertionError, match=message):
+        SPECS[number].checkers[name](wrong)
+
+
+@pytest.mark.parametrize("number", ASSIGNMENTS)
+def test_student_notebook_has_no_solutions(number):
+    spec = SPECS[number]
+    nb = nbformat.read(spec.student, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for leak in (BEGIN, *spec.leaks):
+        assert leak not in code, leak
+    assert code.count('raise NotImplementedError("your code here")') == spec.stubs
+    assert not any("Answers" in c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", ASSIGNMENTS)
+def test_source_notebook_passes_in_strict_mode(number, monkeypatch):
+    spec = SPECS[number]
+    monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
+    if spec.quick:
+        monkeypatch.setenv("DGM_QUICK", "1")
+    text = text_outputs(execute(spec.source))
+    assert text.count("[PASS]") == len(spec.checkers), text
+    for expected in spec.source_expect:
+        assert expected in text, expected
+    if spec.source_check is not None:
+        spec.source_check(text)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", ASSIGNMENTS)
+def test_student_notebook_runs_through_without_strict_mode(number, monkeypatch):
+    """A learner who runs everything before finishing sees reports, not a crash."""
+    spec = SPECS[number]
+    monkeypatch.delenv("DGM_CHECKS_STRICT", raising=False)
+    if spec.quick:
+        monkeypatch.setenv("DGM_QUICK", "1")
+    text = text_outputs(execute(spec.student))
+    assert text.count("not implemented yet") == len(spec.checkers), text
+    for expected in spec.student_expect:
+        assert expected in text, expected
 
 
 def _paths(number: str):

@@ -274,26 +274,6 @@ def test_ddpm_learns_a_two_point_mixture():
         assert 0.35 < float((samples > 0).float().mean()) < 0.65
 
 
-def test_learning_rate_decays_along_a_half_cosine_to_zero():
-    torch.manual_seed(0)
-    model = d.DDPM((2,), timesteps=10, hidden=16, num_layers=2, lr_decay_steps=8)
-    (optimizer,) = model.configure_optimizers(0.01)
-    x = torch.randn(32, 2)
-    seen = []
-    for _ in range(10):
-        model.training_step(x, [optimizer])
-        seen.append(optimizer.param_groups[0]["lr"])
-    # the rate used by step k (0-based) is 0.01 * (1 + cos(pi * k / 8)) / 2
-    assert seen[0] == pytest.approx(0.01)
-    assert seen[4] == pytest.approx(0.005)
-    assert seen[8] == pytest.approx(0.0, abs=1e-12) and seen[9] == pytest.approx(0.0, abs=1e-12)
-    constant = d.DDPM((2,), timesteps=10, hidden=16, num_layers=2)
-    (optimizer,) = constant.configure_optimizers(0.01)
-    for _ in range(3):
-        constant.training_step(x, [optimizer])
-    assert optimizer.param_groups[0]["lr"] == 0.01
-
-
 def test_samples_have_the_data_format():
     torch.manual_seed(0)
     digits = d.DDPM((1, 8, 8), kind="categorical", num_levels=17, timesteps=20, channels=8)
@@ -351,7 +331,8 @@ def test_checkpoint_round_trip(tmp_path):
     ({"shape": (1, 7, 7), "kind": "grey"}, "even H and W"),
     ({"shape": (1, 8, 8), "kind": "categorical"}, "num_levels"),
     ({"shape": (2,), "eta": -1.0}, "eta must be"),
-    ({"shape": (2,), "lr_decay_steps": -5}, "lr_decay_steps must be"),
+    ({"shape": (2,), "lr_schedule": "linear"}, "lr_schedule must be"),
+    ({"shape": (2,), "lr_schedule": "halving:0"}, "fraction of the run"),
 ])
 def test_bad_settings_give_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -413,22 +413,6 @@ def test_registry_builds_each_flow_for_points_and_digits(name):
         assert model.loss(x).ndim == 0
 
 
-def test_the_learning_rate_halves_every_lr_halflife_steps():
-    model = RealNVP((2,), num_blocks=1, hidden_size=8, lr_halflife=2)
-    optimizers = model.configure_optimizers(0.1)
-    x = torch.randn(16, 2)
-    rates = []
-    for _ in range(5):
-        model.training_step(x, optimizers)
-        rates.append(optimizers[0].param_groups[0]["lr"])
-    assert rates == pytest.approx([0.1 * 0.5 ** (k / 2) for k in range(5)])
-    constant = RealNVP((2,), num_blocks=1, hidden_size=8)
-    optimizers = constant.configure_optimizers(0.1)
-    for _ in range(3):
-        constant.training_step(x, optimizers)
-    assert optimizers[0].param_groups[0]["lr"] == 0.1
-
-
 def test_helpful_errors():
     model = RealNVP((2,), num_blocks=1, hidden_size=8)
     with pytest.raises(ValueError, match=r"shape \(2,\)"):

@@ -46,7 +46,9 @@ def test_budget_seconds_is_respected():
     elapsed = time.perf_counter() - start
     assert history.stopped_because == "budget_seconds"
     assert history.steps > 10
-    assert history.seconds < 2.0 and elapsed < 4.0  # one step past the budget at most, plus set-up
+    # one step past the budget at most; the set-up outside the clock only gets a loose bound, since a busy
+    # machine slows it several-fold
+    assert history.seconds < 2.0 and elapsed < 30.0
 
 
 def test_training_reduces_the_loss_and_restores_the_best_weights():
@@ -175,3 +177,72 @@ def test_half_cosine_factor_falls_from_one_to_zero_and_stays_there():
     assert all(a > b for a, b in zip(factors[:8], factors[1:9]))
     with pytest.raises(ValueError, match="total_steps > 0"):
         half_cosine_factor(3, 0)
+
+
+def test_schedule_factors_span_the_run():
+    from dgm.base import lr_schedule_factor
+
+    assert [lr_schedule_factor("constant", p) for p in (0, 0.5, 1)] == [1.0, 1.0, 1.0]
+    cosine = [lr_schedule_factor("cosine", k / 8) for k in range(9)]
+    assert cosine[0] == 1.0 and cosine[4] == pytest.approx(0.5) and cosine[8] == pytest.approx(0.0, abs=1e-12)
+    assert all(a > b for a, b in zip(cosine, cosine[1:]))
+    assert lr_schedule_factor("halving:0.25", 0.5) == pytest.approx(0.25)
+    assert lr_schedule_factor("cosine", 1.7) == lr_schedule_factor("cosine", 1.0)  # past the end: stays at the end
+
+
+@pytest.mark.parametrize("schedule", ["linear", "halving:", "halving:-1", "halving:nan", 3, None])
+def test_a_bad_schedule_name_says_what_is_allowed(schedule):
+    from dgm.base import check_lr_schedule
+
+    with pytest.raises(ValueError, match="lr_schedule|fraction of the run"):
+        check_lr_schedule(schedule)
+
+
+def _rates_used(model, steps, **fit_args):
+    """The learning rate of the first optimizer at each training step of a fit of ``steps`` steps."""
+    seen, step_once = [], model.training_step
+
+    def recording_step(batch, optimizers):
+        seen.append(optimizers[0].param_groups[0]["lr"])
+        return step_once(batch, optimizers)
+
+    model.training_step = recording_step
+    fit(model, fit_args.pop("train"), max_steps=steps, lr=0.01, seed=0, patience=None, **fit_args)
+    return seen
+
+
+@pytest.mark.parametrize("name, settings, schedule", [
+    ("ddpm", {"hidden": 8, "num_layers": 1, "timesteps": 10, "lr_schedule": "cosine"}, "cosine"),
+    ("realnvp", {"num_blocks": 1, "hidden_size": 8, "lr_schedule": "halving:0.25"}, "halving:0.25"),
+    ("nsf", {"num_blocks": 1, "hidden_size": 8}, "halving:0.15"),
+])
+@pytest.mark.parametrize("steps", [8, 20])
+def test_a_run_of_n_steps_ends_its_schedule_at_step_n(name, settings, schedule, steps):
+    from dgm import registry
+    from dgm.base import lr_schedule_factor
+
+    ring = data.load("ring", "train").x[:256]
+    model = registry.build(name, data.load("ring", "val").info(), **settings)
+    assert model.lr_schedule == schedule
+    rates = _rates_used(model, steps, train=ring, batch_size=64)
+    assert rates == pytest.approx([0.01 * lr_schedule_factor(schedule, k / steps) for k in range(steps)])
+
+
+def test_a_budget_run_spreads_its_schedule_over_the_budget(monkeypatch):
+    from dgm import registry
+    import dgm.train as train_module
+
+    clock = {"now": 0.0}
+
+    def fake_clock():  # one second per call: the run's progress is read from the clock
+        clock["now"] += 1.0
+        return clock["now"]
+
+    model = registry.build("ddpm", data.load("ring", "val").info(), hidden=8, num_layers=1, timesteps=10)
+    assert model.lr_schedule == "cosine"
+    monkeypatch.setattr(train_module.time, "perf_counter", fake_clock)
+    seen, step_once = [], model.training_step
+    model.training_step = lambda b, opts: (seen.append(opts[0].param_groups[0]["lr"]), step_once(b, opts))[1]
+    fit(model, data.load("ring", "train").x[:256], budget_seconds=40, batch_size=64, lr=0.01, patience=None)
+    assert seen[0] == pytest.approx(0.01) and 0 < len(seen) < 40
+    assert seen[-1] < 0.002 and all(a >= b for a, b in zip(seen, seen[1:]))

@@ -252,6 +252,10 @@ class GenerativeModel(nn.Module):
         Change parameters in place (``param.copy_``): the optimizers already hold them.
         """
 
+    #: the learning-rate schedule over the run (:func:`lr_schedule_factor`); the trainer applies it to
+    #: every optimizer, as fractions of the run, so it always ends where the run ends
+    lr_schedule: str = "constant"
+
     def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
         """Optimizers the trainer steps; one Adam over all parameters by default."""
         return [torch.optim.Adam(self.parameters(), lr=lr)]
@@ -316,6 +320,69 @@ class GenerativeModel(nn.Module):
         for tensor in itertools.chain(self.parameters(), self.buffers()):
             return tensor.device
         return torch.device("cpu")
+
+
+class WeightAverage(torch.optim.swa_utils.AveragedModel):
+    """An exponential moving average of ``module``'s parameters, the one every family that averages uses.
+
+    ``update_parameters(module)`` after each optimizer step moves the average towards the current
+    weights: ``avg <- decay * avg + (1 - decay) * w``. With ``warmup`` the decay after ``t`` updates is
+    ``min(decay, (1 + t) / (10 + t))``, so a short run forgets the random start. The average starts at
+    the module's initial weights (``n_averaged`` starts at 1, so the first update blends rather than
+    copies); sampling and evaluation read ``.module``. Its buffers are saved in checkpoints.
+    """
+
+    def __init__(self, module: nn.Module, decay: float, warmup: bool = False) -> None:
+        if not 0 <= decay < 1:
+            raise ValueError(f"a weight average's decay must be in [0, 1), e.g. 0.999; got {decay}")
+        super().__init__(module, multi_avg_fn=self._blend, use_buffers=False)
+        self.module.requires_grad_(False)
+        self.decay, self.warmup = float(decay), bool(warmup)
+        self.n_averaged.fill_(1)
+
+    def _blend(self, averages: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        t = int(n_averaged) - 1  # updates so far
+        decay = min(self.decay, (1 + t) / (10 + t)) if self.warmup else self.decay
+        torch._foreach_lerp_(averages, current, 1 - decay)  # one call for all tensors
+
+
+def lr_schedule_factor(schedule: str, progress: float) -> float:
+    """The learning-rate factor of ``schedule`` at ``progress`` (the fraction of the run done, 0..1).
+
+    * ``"constant"``: 1 throughout;
+    * ``"cosine"``: ``(1 + cos(pi * progress)) / 2``, from 1 at the start to 0 at the end of the run;
+    * ``"halving:F"``: ``0.5 ** (progress / F)``, half the rate after every fraction ``F`` of the run.
+
+    The trainer (:func:`dgm.train.fit`) applies it, so a schedule always spans the run it is in.
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    return 0.5 ** (progress / _halving_fraction(schedule))
+
+
+def check_lr_schedule(schedule: Any) -> str:
+    """``schedule`` if it names a learning-rate schedule (see :func:`lr_schedule_factor`), else a ValueError."""
+    if schedule in ("constant", "cosine"):
+        return schedule
+    if isinstance(schedule, str) and schedule.startswith("halving:"):
+        _halving_fraction(schedule)
+        return schedule
+    raise ValueError(f"lr_schedule must be 'constant', 'cosine' or 'halving:F' (halve every fraction F of the "
+                     f"run, e.g. 'halving:0.25'), got {schedule!r}")
+
+
+def _halving_fraction(schedule: str) -> float:
+    try:
+        fraction = float(schedule.split(":", 1)[1])
+    except ValueError:
+        fraction = float("nan")
+    if not (math.isfinite(fraction) and fraction > 0):
+        raise ValueError(f"in lr_schedule 'halving:F', F is the fraction of the run after which the rate "
+                         f"halves, a number > 0 such as 0.25; got {schedule!r}")
+    return fraction
 
 
 def set_learning_rate_factor(optimizers: list[torch.optim.Optimizer], factor: float) -> None:

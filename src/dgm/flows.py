@@ -50,7 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .autoregressive import MaskedLinear, made_degrees, made_masks
-from .base import DataSpec, GenerativeModel, check_levels, check_positive_int, set_learning_rate_factor
+from .base import DataSpec, GenerativeModel, check_levels, check_lr_schedule, check_positive_int
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -763,20 +763,6 @@ class FlowModel(GenerativeModel):
         nll = total / (draws * len(x))
         return {"nll_bound_nats": nll, "bpd_bound": nll / (self.dim * math.log(2))}
 
-    #: halve the learning rate every this many steps (0: keep it constant)
-    lr_halflife: float = 0.0
-
-    def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
-        self._steps_taken = 0  # a new fit starts its learning-rate schedule again
-        return [torch.optim.Adam(self.parameters(), lr=lr)]
-
-    def training_step(self, x: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
-        """The default step, after setting the decayed learning rate ``lr * 0.5 ** (step / lr_halflife)``."""
-        if self.lr_halflife:
-            set_learning_rate_factor(optimizers, 0.5 ** (self._steps_taken / self.lr_halflife))
-        self._steps_taken = getattr(self, "_steps_taken", 0) + 1
-        return super().training_step(x, optimizers)
-
     @torch.no_grad()
     def validation_score(self, x: torch.Tensor) -> float:
         """Mean NLL (bound) with a fixed noise draw, so early stopping compares like with like."""
@@ -834,8 +820,8 @@ class RealNVP(FlowModel):
         coupling: ``"affine"`` (RealNVP) or ``"spline"``: :class:`SplineCoupling`
             with ``num_bins`` bins on ``[-tail_bound, tail_bound]`` (a neural
             spline flow; CLI name ``nsf``).
-        lr_halflife: training halves the learning rate every this many
-            steps (0: constant).
+        lr_schedule: the learning rate over the run (:func:`dgm.base.lr_schedule_factor`),
+            e.g. ``"halving:0.15"`` halves it after every 15 % of the run.
         base_components: 0 for the standard normal base; ``K > 0`` for a
             learned mixture of ``K`` Gaussians (:class:`GaussianMixtureBase`).
     """
@@ -845,7 +831,7 @@ class RealNVP(FlowModel):
     def __init__(self, shape: Sequence[int], num_levels: int | None = None, num_blocks: int = 8,
                  hidden_size: int = 128, num_hidden_layers: int = 2, scale_bound: float = 3.0,
                  lu: bool = True, marginals: bool = True, alpha: float = 0.05, coupling: str = "affine",
-                 num_bins: int = 8, tail_bound: float = 4.0, lr_halflife: float = 0.0,
+                 num_bins: int = 8, tail_bound: float = 4.0, lr_schedule: str = "constant",
                  base_components: int = 0) -> None:
         super().__init__(shape, num_levels, alpha, marginals, base_components)
         _check_flow_sizes(num_blocks, hidden_size, num_hidden_layers)
@@ -855,11 +841,9 @@ class RealNVP(FlowModel):
                        "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
                        "scale_bound": float(scale_bound), "lu": bool(lu), "marginals": bool(marginals),
                        "alpha": float(alpha), "coupling": coupling, "num_bins": num_bins,
-                       "tail_bound": float(tail_bound), "lr_halflife": float(lr_halflife),
+                       "tail_bound": float(tail_bound), "lr_schedule": check_lr_schedule(lr_schedule),
                        "base_components": base_components}
-        if lr_halflife < 0:
-            raise ValueError(f"lr_halflife must be >= 0 steps (0: constant learning rate), got {lr_halflife}")
-        self.lr_halflife = float(lr_halflife)
+        self.lr_schedule = lr_schedule
         layers: list[FlowLayer] = []
         for k in range(num_blocks):
             mask = alternating_mask(self.shape, flip=k % 2 == 1)

@@ -551,104 +551,114 @@ def model_map(highlight: str | Iterable[str] | None = None, ax: Axes | None = No
         # pages shrink it to the text width
         _, ax = plt.subplots(figsize=_MAP_SIZE, dpi=max(float(plt.rcParams["figure.dpi"]), 110.0))
     ax = _new_axes(ax, _MAP_SIZE)
-
-    # ---- layout (data units ~ inches of the default figure) -------------
+    layout = _MapLayout(chosen)
+    _draw_map_edges(ax, layout)
+    _draw_map_inner_nodes(ax, layout)
+    _draw_map_leaves(ax, layout, notes)
     width, height = _MAP_SIZE
-    col_x = [0.75, 2.6, 4.575, 6.375]  # centres of inner columns 0..3
-    inner_w = [1.4, 1.9, 1.55, 1.55]
-    leaf_left, leaf_right = 7.4, 11.6
-    leaf_h, inner_h = 0.6, 0.58
-    gaps = {"vae": 0.22, "gan": 0.22}  # extra space between the three branches
-    y, pos = height - 0.4, {}
-    for key in FAMILIES:
-        y -= gaps.get(key, 0.0)
-        pos[key] = y
-        y -= 0.7
-
-    def leaves_under(node: str) -> list[str]:
-        if node in FAMILIES:
-            return [node]
-        return [leaf for child in _INNER[node][3] for leaf in leaves_under(child)]
-
-    for node in ("variational", "chain_explicit", "direct", "chain_implicit", "tractable", "approximate",
-                 "explicit", "implicit", "root"):
-        pos[node] = float(np.mean([pos[k] for k in _INNER[node][3]]))
-
-    active = {n for n in (*_INNER, *FAMILIES) if set(leaves_under(n)) & chosen}
-    greyed = bool(chosen)
-
-    def right_edge(node: str) -> float:
-        c = _INNER[node][2]
-        return col_x[c] + inner_w[c] / 2
-
-    def left_edge(node: str) -> float:
-        if node in FAMILIES:
-            return leaf_left
-        c = _INNER[node][2]
-        return col_x[c] - inner_w[c] / 2
-
-    # ---- edges: parent -> shared trunk -> child, dendrogram style -------
-    for node, (_, _, _, kids) in _INNER.items():
-        x0 = right_edge(node)
-        xm = x0 + min(0.5 * min(left_edge(k) - x0 for k in kids), 0.22)
-        for kid in kids:
-            on = node in active and kid in active
-            colour = _STRONG if on else ("#cccccc" if greyed else "#808080")
-            ax.plot([x0, xm, xm, left_edge(kid)], [pos[node], pos[node], pos[kid], pos[kid]], color=colour,
-                    lw=2.4 if on else 1.2, solid_capstyle="butt", solid_joinstyle="round", zorder=2 if on else 1)
-
-    # ---- inner nodes -----------------------------------------------------
-    for node, (label, sub, col, _) in _INNER.items():
-        on = node in active
-        if greyed:
-            face, edge, text = ("#fff3e6", _STRONG, "#222222") if on else (_GREY_FILL, _GREY_EDGE, _GREY_TEXT)
-        else:
-            face, edge, text = "#f7f7f7", "#555555", "#222222"
-        x0, w = col_x[col] - inner_w[col] / 2, inner_w[col]
-        h = inner_h + (0.26 if "\n" in label else 0.0)
-        ax.add_patch(FancyBboxPatch((x0, pos[node] - h / 2), w, h, boxstyle="round,pad=0.0,rounding_size=0.08",
-                                    fc=face, ec=edge, lw=1.6 if on and greyed else 1.0, zorder=3))
-        if sub:
-            ax.text(col_x[col], pos[node] + 0.1, label, ha="center", va="center", fontsize=10.5,
-                    fontweight="bold", color=text, zorder=4)
-            ax.text(col_x[col], pos[node] - 0.14, sub, ha="center", va="center", fontsize=8.5,
-                    color=text, style="italic", zorder=4)
-        else:
-            ax.text(col_x[col], pos[node], label, ha="center", va="center", fontsize=11,
-                    fontweight="bold", color=text, zorder=4, linespacing=1.15)
-
-    # ---- leaves ----------------------------------------------------------
-    for key, fam in FAMILIES.items():
-        on = key in chosen
-        if greyed and not on:
-            face, edge, text, badge = _GREY_FILL, _GREY_EDGE, _GREY_TEXT, "#c9c9c9"
-        else:
-            base = _STRONG if on else _BRANCH_COLOUR[key]
-            face, edge, text, badge = _tint(base, 0.86), base, "#1a1a1a", base
-        yc = pos[key]
-        ax.add_patch(FancyBboxPatch((leaf_left, yc - leaf_h / 2), leaf_right - leaf_left, leaf_h,
-                                    boxstyle="round,pad=0.0,rounding_size=0.1", fc=face, ec=edge,
-                                    lw=2.2 if on else 1.1, zorder=3))
-        ax.text(leaf_left + 0.14, yc + 0.12, fam.name, ha="left", va="center", fontsize=11,
-                fontweight="bold", color=text, zorder=4)
-        ax.text(leaf_left + 0.14, yc - 0.15, notes.get(key, fam.examples), ha="left", va="center",
-                fontsize=9.5 if key not in notes else 8.5, color=text, zorder=4)
-        chip = f"ch. {fam.chapter}" if fam.chapter is not None else "not covered"
-        cw = 0.95 if fam.chapter is None else 0.66
-        ax.add_patch(FancyBboxPatch((leaf_right - 0.12 - cw, yc - 0.17), cw, 0.34,
-                                    boxstyle="round,pad=0.0,rounding_size=0.12",
-                                    fc=badge if fam.chapter is not None else "white",
-                                    ec=badge, lw=1.0, zorder=4))
-        ax.text(leaf_right - 0.12 - cw / 2, yc, chip, ha="center", va="center",
-                fontsize=10 if fam.chapter is not None else 8,
-                fontweight="bold" if fam.chapter is not None else "normal",
-                color="white" if fam.chapter is not None else badge, zorder=5)
-
     ax.set_xlim(0, width)
     ax.set_ylim(0, height)
     ax.set_aspect("equal")
     ax.axis("off")
     return ax
+
+
+class _MapLayout:
+    """Where the map's boxes go (data units ~ inches of the default figure) and which are highlighted."""
+
+    col_x = [0.75, 2.6, 4.575, 6.375]  # centres of inner columns 0..3
+    inner_w = [1.4, 1.9, 1.55, 1.55]
+    leaf_left, leaf_right = 7.4, 11.6
+    leaf_h, inner_h = 0.6, 0.58
+
+    def __init__(self, chosen: set[str]) -> None:
+        self.chosen, self.greyed = chosen, bool(chosen)
+        gaps = {"vae": 0.22, "gan": 0.22}  # extra space between the three branches
+        y, self.pos = _MAP_SIZE[1] - 0.4, {}
+        for key in FAMILIES:
+            y -= gaps.get(key, 0.0)
+            self.pos[key] = y
+            y -= 0.7
+        for node in ("variational", "chain_explicit", "direct", "chain_implicit", "tractable", "approximate",
+                     "explicit", "implicit", "root"):
+            self.pos[node] = float(np.mean([self.pos[k] for k in _INNER[node][3]]))
+        self.active = {n for n in (*_INNER, *FAMILIES) if set(self.leaves_under(n)) & chosen}
+
+    def leaves_under(self, node: str) -> list[str]:
+        if node in FAMILIES:
+            return [node]
+        return [leaf for child in _INNER[node][3] for leaf in self.leaves_under(child)]
+
+    def right_edge(self, node: str) -> float:
+        c = _INNER[node][2]
+        return self.col_x[c] + self.inner_w[c] / 2
+
+    def left_edge(self, node: str) -> float:
+        if node in FAMILIES:
+            return self.leaf_left
+        c = _INNER[node][2]
+        return self.col_x[c] - self.inner_w[c] / 2
+
+
+def _draw_map_edges(ax: Axes, layout: _MapLayout) -> None:
+    """Parent -> shared trunk -> child, dendrogram style."""
+    for node, (_, _, _, kids) in _INNER.items():
+        x0 = layout.right_edge(node)
+        xm = x0 + min(0.5 * min(layout.left_edge(k) - x0 for k in kids), 0.22)
+        for kid in kids:
+            on = node in layout.active and kid in layout.active
+            colour = _STRONG if on else ("#cccccc" if layout.greyed else "#808080")
+            ax.plot([x0, xm, xm, layout.left_edge(kid)], [layout.pos[node], layout.pos[node], layout.pos[kid],
+                    layout.pos[kid]], color=colour, lw=2.4 if on else 1.2, solid_capstyle="butt",
+                    solid_joinstyle="round", zorder=2 if on else 1)
+
+
+def _draw_map_inner_nodes(ax: Axes, layout: _MapLayout) -> None:
+    for node, (label, sub, col, _) in _INNER.items():
+        on, y = node in layout.active, layout.pos[node]
+        if layout.greyed:
+            face, edge, text = ("#fff3e6", _STRONG, "#222222") if on else (_GREY_FILL, _GREY_EDGE, _GREY_TEXT)
+        else:
+            face, edge, text = "#f7f7f7", "#555555", "#222222"
+        x_centre, w = layout.col_x[col], layout.inner_w[col]
+        h = layout.inner_h + (0.26 if "\n" in label else 0.0)
+        ax.add_patch(FancyBboxPatch((x_centre - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.0,rounding_size=0.08",
+                                    fc=face, ec=edge, lw=1.6 if on and layout.greyed else 1.0, zorder=3))
+        if sub:
+            ax.text(x_centre, y + 0.1, label, ha="center", va="center", fontsize=10.5,
+                    fontweight="bold", color=text, zorder=4)
+            ax.text(x_centre, y - 0.14, sub, ha="center", va="center", fontsize=8.5,
+                    color=text, style="italic", zorder=4)
+        else:
+            ax.text(x_centre, y, label, ha="center", va="center", fontsize=11,
+                    fontweight="bold", color=text, zorder=4, linespacing=1.15)
+
+
+def _draw_map_leaves(ax: Axes, layout: _MapLayout, notes: dict[str, str]) -> None:
+    left, right = layout.leaf_left, layout.leaf_right
+    for key, fam in FAMILIES.items():
+        on = key in layout.chosen
+        if layout.greyed and not on:
+            face, edge, text, badge = _GREY_FILL, _GREY_EDGE, _GREY_TEXT, "#c9c9c9"
+        else:
+            base = _STRONG if on else _BRANCH_COLOUR[key]
+            face, edge, text, badge = _tint(base, 0.86), base, "#1a1a1a", base
+        yc = layout.pos[key]
+        ax.add_patch(FancyBboxPatch((left, yc - layout.leaf_h / 2), right - left, layout.leaf_h,
+                                    boxstyle="round,pad=0.0,rounding_size=0.1", fc=face, ec=edge,
+                                    lw=2.2 if on else 1.1, zorder=3))
+        ax.text(left + 0.14, yc + 0.12, fam.name, ha="left", va="center", fontsize=11,
+                fontweight="bold", color=text, zorder=4)
+        ax.text(left + 0.14, yc - 0.15, notes.get(key, fam.examples), ha="left", va="center",
+                fontsize=9.5 if key not in notes else 8.5, color=text, zorder=4)
+        covered = fam.chapter is not None
+        chip = f"ch. {fam.chapter}" if covered else "not covered"
+        cw = 0.66 if covered else 0.95
+        ax.add_patch(FancyBboxPatch((right - 0.12 - cw, yc - 0.17), cw, 0.34,
+                                    boxstyle="round,pad=0.0,rounding_size=0.12",
+                                    fc=badge if covered else "white", ec=badge, lw=1.0, zorder=4))
+        ax.text(right - 0.12 - cw / 2, yc, chip, ha="center", va="center", fontsize=10 if covered else 8,
+                fontweight="bold" if covered else "normal", color="white" if covered else badge, zorder=5)
 
 
 def _tint(colour: str, amount: float) -> tuple[float, float, float]:

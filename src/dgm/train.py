@@ -7,6 +7,20 @@ minibatches, scores the validation split (``validation_score``) every
 ``patience``), and stops at ``max_steps``, at ``budget_seconds`` of wall
 clock, or when validation stops improving, whichever comes first.
 
+The model's ``lr_schedule`` (constant, cosine, halving) is applied here, as
+a function of the fraction of the run done, so it ends where the run ends
+whatever ``max_steps`` or ``budget_seconds`` is.
+
+Under ``torchrun`` (a process group is initialised, see
+:func:`init_distributed_from_env`) each of the N processes takes its
+``batch_size / N`` share of every global batch (same seeded order
+everywhere), gradients are averaged across processes, and all processes
+stop at the same step: the run follows the single-process one with the
+same global batch.
+
+Ctrl-C stops training cleanly: the best weights so far are restored and
+:class:`TrainingInterrupted` (a ``KeyboardInterrupt``) carries the history.
+
 >>> history = fit(model, train.x, val.x, budget_seconds=30, seed=0)
 >>> history.best_val, history.stopped_because
 """
@@ -42,6 +56,9 @@ class History:
     best_val: float | None = None
     steps: int = 0
     seconds: float = 0.0
+    #: CPU time of the whole process over the same span: unlike ``seconds``, it barely grows when
+    #: other programs share the machine (with one thread it is the work done)
+    cpu_seconds: float = 0.0
     stopped_because: str = ""
 
     def curve(self, name: str = "loss") -> tuple[list[int], list[float]]:
@@ -200,15 +217,7 @@ def fit(
             ``None`` keeps the current setting. Small models run faster on one thread when
             anything else is busy (the registry's defaults say which).
 
-    Under ``torchrun`` (a process group is initialised, see
-    :func:`init_distributed_from_env`) each of the N processes takes its
-    ``batch_size / N`` share of every global batch (same seeded order
-    everywhere), gradients are averaged across processes, and all processes
-    stop at the same step: the run follows the single-process one with the
-    same global batch.
-
-    Ctrl-C stops training cleanly: the best weights so far are restored and
-    :class:`TrainingInterrupted` (a ``KeyboardInterrupt``) carries the history.
+    Under ``torchrun`` and on Ctrl-C it behaves as the module's docstring says.
 
     Raises:
         FloatingPointError: a loss became NaN or infinite; the message names the step.
@@ -327,6 +336,36 @@ class _BestWeights:
             self.model.load_state_dict(self.state)
 
 
+class _RunProgress:
+    """The fraction of the run done: steps over ``max_steps`` or seconds over ``budget_seconds``,
+    whichever is further along. Learning-rate schedules are functions of it."""
+
+    def __init__(self, max_steps: int | None, budget_seconds: float | None) -> None:
+        self.max_steps, self.budget_seconds = max_steps, budget_seconds
+        self.step, self.start = 0, time.perf_counter()
+
+    def __call__(self) -> float:
+        if self.step == 0:  # the first step runs at the starting rate
+            return 0.0
+        done = 0.0
+        if self.max_steps:
+            done = self.step / self.max_steps
+        if self.budget_seconds is not None:
+            done = max(done, (time.perf_counter() - self.start) / self.budget_seconds)
+        return min(done, 1.0)
+
+
+def _lr_schedules(model: GenerativeModel, optimizers: list, progress: _RunProgress) -> list:
+    """One ``LambdaLR`` per optimizer following ``model.lr_schedule`` over the run (none when constant)."""
+    from .base import check_lr_schedule, lr_schedule_factor
+
+    schedule = check_lr_schedule(model.lr_schedule)
+    if schedule == "constant":
+        return []
+    factor = lambda _: lr_schedule_factor(schedule, progress())  # noqa: E731  (the run's fraction, not a count)
+    return [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in optimizers]
+
+
 class _RunningMeans:
     """The logged losses: averages over the steps since the last log line."""
 
@@ -378,7 +417,9 @@ def _fit(model, train, labels, val, first_view, *, batch_size, lr, max_steps, bu
     model.to(device)
     # built before the clock starts: the first optimizer pays a one-off import cost (~1 s)
     optimizers = model.configure_optimizers(lr)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    progress_of_run = _RunProgress(max_steps, budget_seconds)
+    schedules = _lr_schedules(model, optimizers, progress_of_run)
     train, labels = train.to(device), labels.to(device) if labels is not None else None
     val = tuple(t.to(device) for t in val) if isinstance(val, (tuple, list)) else val
     val = val.to(device) if torch.is_tensor(val) else val
@@ -400,6 +441,9 @@ def _fit(model, train, labels, val, first_view, *, batch_size, lr, max_steps, bu
                 break
             values = _step_values(model.training_step(batches.next(), optimizers), step + 1, lr, world)
             step += 1
+            progress_of_run.step = step
+            for schedule in schedules:
+                schedule.step()
             log.add(values)
             if bar is not None:
                 bar.update(1)
@@ -422,6 +466,7 @@ def _fit(model, train, labels, val, first_view, *, batch_size, lr, max_steps, bu
     best.restore()
     model.eval()
     history.steps, history.seconds = step, time.perf_counter() - start
+    history.cpu_seconds = time.process_time() - cpu_start
     if history.stopped_because == "interrupted":
         raise TrainingInterrupted(history)
     return history

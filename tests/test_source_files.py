@@ -1,0 +1,37 @@
+"""The files themselves: notebooks that validate cleanly, and package functions short enough to read."""
+
+import ast
+import warnings
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "chapters").glob("*.ipynb"))
+LONGEST_FUNCTION = 80  # lines, docstring included; the checkers' case tables are exempt
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_validates_without_warnings(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. nbformat's "cell is missing an id field"
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    assert (nb.nbformat, nb.nbformat_minor) >= (4, 5), "cell ids need nbformat 4.5"
+    ids = [cell.get("id") for cell in nb.cells]
+    assert all(ids) and len(set(ids)) == len(ids), f"{path.name}: every cell needs its own id"
+
+
+def test_every_package_function_fits_on_a_screen():
+    too_long = []
+    for path in sorted((ROOT / "src" / "dgm").rglob("*.py")):
+        if "checks" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([d.lineno for d in node.decorator_list] + [node.lineno])
+                length = node.end_lineno - start + 1
+                if length >= LONGEST_FUNCTION:
+                    too_long.append(f"{path.relative_to(ROOT)}:{start} {node.name} ({length} lines)")
+    assert not too_long, "split these into named pieces: " + "; ".join(too_long)
