@@ -204,7 +204,7 @@ def _damaged_copies(source: Path, folder: Path) -> dict[str, tuple[Path, str]]:
     write("png", b"\x89PNG\r\n\x1a\n" + bytes(200), "not a PyTorch checkpoint")
     write("plain-tensor", torch.zeros(3), "not a dgm checkpoint")
     write("state-dict-only", ckpt["state_dict"], "not a dgm checkpoint")
-    write("unknown-model", {**ckpt, "model": "transformer"}, "does not know")
+    write("unknown-model", {**ckpt, "model": "hopfield-net"}, "does not know")
     write("wrong-config", {**ckpt, "config": {"dim": 2, "num_components": 8, "bogus": 1}}, "config does not build")
     resized = {k: v[:3] if v.ndim else v for k, v in ckpt["state_dict"].items()}
     write("wrong-weights", {**ckpt, "state_dict": resized, "weights_sha256": checkpoints.weights_digest(resized)},

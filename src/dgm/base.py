@@ -130,6 +130,47 @@ def check_batch(x: Any, spec: DataSpec, who: str, dtype: torch.dtype = torch.flo
     return x
 
 
+def _captures_config(init: Callable) -> Callable:
+    """Wrap a family's constructor so that ``self.config`` holds the arguments of the outermost call
+    (defaults filled in, as plain values): what checkpoints store and ``cls(**config)`` rebuilds.
+    Written once here instead of in each constructor; it is set before the constructor body runs too."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def constructor(self, *args: Any, **kwargs: Any) -> None:
+        outermost = not self.__dict__.get("_constructing", False)
+        if outermost:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            config = {name: _plain(value) for name, value in list(bound.arguments.items())[1:]}
+            self.__dict__["_constructing"] = True
+            self.__dict__["config"] = config
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            if outermost:
+                del self.__dict__["_constructing"]
+        if outermost:
+            self.config = config
+
+    return constructor
+
+
+def _plain(value: Any) -> Any:
+    """A constructor argument as a value a ``weights_only`` checkpoint can hold (sequences become lists)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (list, tuple, torch.Size)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    raise TypeError(f"a model setting must be a plain value (number, string, list), got {type(value).__name__}")
+
+
 def _at_the_door(method: Callable) -> Callable:
     """Check the first argument of a public model method against the model's :class:`DataSpec`.
 
@@ -200,6 +241,8 @@ class GenerativeModel(nn.Module):
                 setattr(cls, name, _at_the_door(cls.__dict__[name]))
         if "sample" in cls.__dict__ and callable(cls.__dict__["sample"]):
             cls.sample = _checks_sample_count(cls.__dict__["sample"])
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _captures_config(cls.__dict__["__init__"])
 
     def data_spec(self, method: str = "loss") -> DataSpec | None:
         """What ``method`` (``loss``, ``log_prob``, ``elbo``, ``evaluate``, ...) accepts, as a

@@ -45,7 +45,6 @@ class IndependentPixels(GenerativeModel):
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         self.shape, self.num_levels, self.alpha = shape, num_levels, float(alpha)
-        self.config = {"shape": list(shape), "num_levels": num_levels, "alpha": float(alpha)}
         # uniform to start: every level equally likely, NLL = D log K
         self.logits = nn.Parameter(torch.zeros(math.prod(shape), num_levels))
 
@@ -94,7 +93,6 @@ class GaussianMixture(GenerativeModel):
         check_positive_int("dim", dim)
         check_positive_int("num_components", num_components)
         self.dim, self.num_components = dim, num_components
-        self.config = {"dim": dim, "num_components": num_components}
         self.mix_logits = nn.Parameter(torch.zeros(num_components))
         self.means = nn.Parameter(torch.randn(num_components, dim))
         # softplus(0.5413) = 1: unit covariances to start

@@ -474,12 +474,7 @@ class DDPM(GenerativeModel):
         self.num_levels = 256 if kind == "grey" else num_levels
         self.sampler, self.sample_steps, self.eta = sampler, sample_steps, float(eta)
         self.eval_timesteps = eval_timesteps
-        self.config = {"shape": list(shape), "kind": kind, "num_levels": num_levels, "timesteps": timesteps,
-                       "schedule": schedule, "hidden": hidden, "num_layers": num_layers, "channels": channels,
-                       "sampler": sampler, "sample_steps": sample_steps, "eta": float(eta),
-                       "eval_timesteps": eval_timesteps, "ema_decay": float(ema_decay),
-                       "point_std": float(point_std), "clip_denoised": bool(clip_denoised),
-                       "lr_schedule": check_lr_schedule(lr_schedule)}
+        check_lr_schedule(lr_schedule)
         self.lr_schedule = lr_schedule
         if kind == "points":
             self.network: nn.Module = MLPDenoiser(shape[0], hidden, num_layers)

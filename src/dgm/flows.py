@@ -837,12 +837,7 @@ class RealNVP(FlowModel):
         _check_flow_sizes(num_blocks, hidden_size, num_hidden_layers)
         if coupling not in ("affine", "spline"):
             raise ValueError(f"coupling must be 'affine' (RealNVP) or 'spline' (neural spline flow), got {coupling!r}")
-        self.config = {"shape": list(self.shape), "num_levels": num_levels, "num_blocks": num_blocks,
-                       "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
-                       "scale_bound": float(scale_bound), "lu": bool(lu), "marginals": bool(marginals),
-                       "alpha": float(alpha), "coupling": coupling, "num_bins": num_bins,
-                       "tail_bound": float(tail_bound), "lr_schedule": check_lr_schedule(lr_schedule),
-                       "base_components": base_components}
+        check_lr_schedule(lr_schedule)
         self.lr_schedule = lr_schedule
         layers: list[FlowLayer] = []
         for k in range(num_blocks):
@@ -870,9 +865,6 @@ class MAF(FlowModel):
                  marginals: bool = True, alpha: float = 0.05) -> None:
         super().__init__(shape, num_levels, alpha, marginals)
         _check_flow_sizes(num_blocks, hidden_size, num_hidden_layers)
-        self.config = {"shape": list(self.shape), "num_levels": num_levels, "num_blocks": num_blocks,
-                       "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
-                       "scale_bound": float(scale_bound), "marginals": bool(marginals), "alpha": float(alpha)}
         layers: list[FlowLayer] = []
         for k in range(num_blocks):
             ordering = torch.arange(self.dim) if k % 2 == 0 else torch.arange(self.dim - 1, -1, -1)

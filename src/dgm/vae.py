@@ -329,9 +329,6 @@ class Autoencoder(_EncoderDecoder):
                  num_levels: int | None = 17, latent_dim: int = 16, hidden: Sequence[int] = (512,),
                  dropout: float = 0.3, weight_decay: float = 0.0):
         super().__init__(shape, likelihood, num_levels, latent_dim, hidden, latent_dim, dropout, weight_decay)
-        self.config = {"shape": self.shape, "likelihood": likelihood, "num_levels": num_levels,
-                       "latent_dim": latent_dim, "hidden": tuple(hidden), "dropout": dropout,
-                       "weight_decay": weight_decay}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The code of each image: ``(N, *shape) -> (N, latent_dim)``."""
@@ -389,9 +386,6 @@ class VAE(_EncoderDecoder):
         if not beta >= 0:
             raise ValueError(f"beta must be >= 0 (1 for the ELBO), got {beta!r}")
         self.beta = float(beta)
-        self.config = {"shape": self.shape, "likelihood": likelihood, "num_levels": num_levels,
-                       "latent_dim": latent_dim, "hidden": tuple(hidden), "beta": self.beta,
-                       "dropout": dropout, "weight_decay": weight_decay}
 
     @property
     def has_exact_likelihood(self) -> bool:
