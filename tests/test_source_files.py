@@ -35,3 +35,42 @@ def test_every_package_function_fits_on_a_screen():
                 if length >= LONGEST_FUNCTION:
                     too_long.append(f"{path.relative_to(ROOT)}:{start} {node.name} ({length} lines)")
     assert not too_long, "split these into named pieces: " + "; ".join(too_long)
+
+
+def _author_build():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("author_build", ROOT / "book" / "author_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_authors_build_changes_only_the_execution_mode():
+    import yaml
+
+    author_build = _author_build()
+    original = yaml.safe_load((ROOT / "_config.yml").read_text())
+    cached = author_build.cached_config((ROOT / "_config.yml").read_text())
+    assert original["execute"]["execute_notebooks"] == "force"  # the README's build runs everything
+    assert cached["execute"].pop("execute_notebooks") == "cache" and cached["execute"].pop("cache")
+    original["execute"].pop("execute_notebooks")
+    assert cached == original
+
+
+def test_the_authors_cache_is_dropped_when_the_package_changes(tmp_path, monkeypatch):
+    import shutil
+
+    author_build = _author_build()
+    for part in ("src/dgm", "data/checkpoints"):
+        (tmp_path / part).mkdir(parents=True)
+    shutil.copy(ROOT / "data" / "checkpoints" / "manifest.json", tmp_path / "data" / "checkpoints")
+    shutil.copy(ROOT / "data" / "checksums.json", tmp_path / "data")
+    (tmp_path / "src" / "dgm" / "vae.py").write_text("x = 1\n")
+    monkeypatch.delenv("DGM_QUICK", raising=False)
+    before = author_build.inputs_digest(tmp_path)
+    assert author_build.inputs_digest(tmp_path) == before
+    (tmp_path / "src" / "dgm" / "vae.py").write_text("x = 2\n")
+    changed = author_build.inputs_digest(tmp_path)
+    monkeypatch.setenv("DGM_QUICK", "1")
+    assert len({before, changed, author_build.inputs_digest(tmp_path)}) == 3
