@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from dgm import compare, registry
+from dgm import compare, registry, run
 
 OUT = Path(__file__).with_name("compare_budgets.jsonl")
 CPU_BUDGETS = (10, 30, 90)
@@ -30,15 +30,15 @@ NO_WALL_CLOCK = 10**7  # the runs stop by steps, not by the defaults' wall-clock
 
 
 def seconds_per_step(name: str) -> float:
-    _, history, _ = registry.train(name, "digits", seed=0, steps=PROBE_STEPS, budget_seconds=NO_WALL_CLOCK,
-                                   progress=False, sample_quality=False, threads=1, eval_every=10**6)
+    _, history, _ = run.train(name, "digits", seed=0, steps=PROBE_STEPS, budget_seconds=NO_WALL_CLOCK,
+                              progress=False, sample_quality=False, threads=1, eval_every=10**6)
     return history.cpu_seconds / max(history.steps, 1)
 
 
-def run(name: str, chapter: int, family: str, steps: int, budget: float | None) -> dict:
+def train_for(name: str, chapter: int, family: str, steps: int, budget: float | None) -> dict:
     torch.manual_seed(0)
-    model, history, result = registry.train(name, "digits", seed=0, steps=steps, budget_seconds=NO_WALL_CLOCK,
-                                            progress=False, threads=1)
+    model, history, result = run.train(name, "digits", seed=0, steps=steps, budget_seconds=NO_WALL_CLOCK,
+                                       progress=False, threads=1)
     nll, kind = compare.likelihood_of(result)
     return {"model": name, "chapter": chapter, "family": family, "target_cpu_seconds": budget,
             "steps": history.steps, "stopped_because": history.stopped_because,
@@ -52,11 +52,11 @@ def main() -> None:
     lines = []
     for name, chapter, family in compare.ENTRIES:
         if registry.get(name).train.get("max_steps") == 0:  # closed form: no training to budget
-            lines.append(run(name, chapter, family, 0, None))
+            lines.append(train_for(name, chapter, family, 0, None))
         else:
             per_step = seconds_per_step(name)
             for budget in CPU_BUDGETS:
-                lines.append(run(name, chapter, family, max(1, round(budget / per_step)), budget))
+                lines.append(train_for(name, chapter, family, max(1, round(budget / per_step)), budget))
         print(json.dumps(lines[-1]), file=sys.stderr)
     stamp = {"command": "OMP_NUM_THREADS=1 python data/compare_budgets.py", "date": time.strftime("%Y-%m-%d"),
              "machine": platform.machine(), "torch": torch.__version__}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from dgm import data, registry
+from dgm import data, run
 from dgm import diffusion
 
 HERE = Path(__file__).parent
@@ -39,7 +39,7 @@ def bound(model, x, num_timesteps, seed, steps_rule):
 
 
 def main():
-    model, _ = registry.load_checkpoint(str(HERE / "checkpoints" / "ddpm-digits-seed0.pt"))
+    model, _ = run.load_checkpoint(str(HERE / "checkpoints" / "ddpm-digits-seed0.pt"))
     model.eval()
     x = data.load("digits", "test").x
     start = time.perf_counter()

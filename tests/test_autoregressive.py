@@ -11,10 +11,11 @@ import sys
 import pytest
 import torch
 
-from dgm import data, registry
+from dgm import data, registry, run
 from dgm.autoregressive import (
-    FVSBN, MADE, NADE, MaskedConv2d, MaskedLinear, PixelCNN, WaveNet, dependency_matrix, made_degrees,
-    made_masks, mask_connectivity, receptive_field, wavenet_receptive_field,
+    FVSBN, MADE, NADE, MaskedConv2d, MaskedLinear, PixelCNN, Transformer, WaveNet, causal_mask,
+    dependency_matrix, made_degrees, made_masks, mask_connectivity, masked_attention, receptive_field,
+    wavenet_receptive_field,
 )
 from dgm.train import fit
 
@@ -35,11 +36,12 @@ TINY = {
                                                             position=False),
     "wavenet": lambda shape, k: WaveNet(shape, k, channels=16),
     "wavenet-k3-no-position": lambda shape, k: WaveNet(shape, k, channels=16, kernel_size=3, position=False),
+    "transformer": lambda shape, k: Transformer(shape, k, dim=16, heads=2, num_layers=2),
 }
 # these see every earlier pixel on a small image (MADE's random hidden degrees
 # may drop some paths, the plain PixelCNN has a blind spot)
 SEES_ALL_EARLIER = {"fvsbn", "fvsbn-onehot", "nade", "nade-onehot", "pixelcnn", "pixelcnn-scaled-no-position",
-                    "wavenet", "wavenet-k3-no-position"}
+                    "wavenet", "wavenet-k3-no-position", "transformer"}
 
 
 def strictly_lower(d):
@@ -239,7 +241,7 @@ def test_sampling_follows_the_learned_conditionals():
 
 # ---- training -------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["fvsbn", "nade", "made", "made-3-orders", "pixelcnn", "pixelcnn-plain",
-                                  "wavenet"])
+                                  "wavenet", "transformer"])
 def test_training_with_fit_lowers_the_loss_on_a_small_batch(name):
     torch.manual_seed(0)
     x = data.load("digits", "train").x[:32]
@@ -283,7 +285,7 @@ def test_registered_models_rebuild_from_their_config(name, tmp_path):
     model = registry.build(name, info)
     path = tmp_path / "ckpt.pt"
     torch.save({"model": name, "config": model.config, "state_dict": model.state_dict()}, path)
-    again, _ = registry.load_checkpoint(str(path))
+    again, _ = run.load_checkpoint(str(path))
     x = data.load("digits", "val").x[:4]
     with torch.no_grad():
         assert torch.allclose(again.log_prob(x), model.eval().log_prob(x))
@@ -292,14 +294,14 @@ def test_registered_models_rebuild_from_their_config(name, tmp_path):
 
 
 def test_a_seed_fixes_the_whole_run_initial_weights_included():
-    runs = [registry.train("nade", "digits", seed=3, steps=20, progress=False)[2] for _ in range(2)]
+    runs = [run.train("nade", "digits", seed=3, steps=20, progress=False)[2] for _ in range(2)]
     assert runs[0]["test_nll_nats"] == runs[1]["test_nll_nats"]
-    other = registry.train("nade", "digits", seed=4, steps=20, progress=False)[2]
+    other = run.train("nade", "digits", seed=4, steps=20, progress=False)[2]
     assert other["test_nll_nats"] != runs[0]["test_nll_nats"]
 
 
 # ---- input checks -------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["fvsbn", "nade", "made", "pixelcnn", "wavenet"])
+@pytest.mark.parametrize("name", ["fvsbn", "nade", "made", "pixelcnn", "wavenet", "transformer"])
 @pytest.mark.parametrize("bad,message", [
     (torch.full((2, 1, 3, 3), 3), r"levels must lie in 0\.\.2"),
     (torch.full((2, 1, 3, 3), -1), r"levels must lie in 0\.\.2"),
@@ -330,6 +332,9 @@ def test_bad_input_gives_a_clear_error(name, bad, message):
     (lambda: WaveNet((1, 8, 8), 17, dilations=(1, 0)), "dilation"),
     (lambda: receptive_field(PixelCNN((1, 4, 4), 2, channels=4, num_layers=1), (4, 0)), "outside"),
     (lambda: FVSBN((1, 8, 8), 17).sample(0), "positive integer"),
+    (lambda: Transformer((1, 8, 8), 17, dim=30, heads=4), "multiple of heads"),
+    (lambda: Transformer((1, 8, 8), 17, dropout=1.0), "dropout"),
+    (lambda: causal_mask(0), "positive integer"),
 ])
 def test_bad_settings_give_a_clear_error(build, message):
     with pytest.raises(ValueError, match=message):
@@ -350,3 +355,103 @@ def test_command_line_trains_a_chapter_2_model(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["model"] == "fvsbn" and (tmp_path / "fvsbn-digits-seed0.pt").is_file()
     assert result["test_nll_nats"] < 100  # already well below the independent baseline (106.4)
+
+
+# ---- the causal transformer -----------------------------------------------------------------
+def test_causal_mask_is_lower_triangular_and_matches_fused_attention():
+    mask = causal_mask(5)
+    assert mask.dtype == torch.bool and torch.equal(mask, torch.ones(5, 5, dtype=torch.bool).tril())
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 2, 5, 4).unbind(0)  # (batch, heads, length, head dim)
+    out = masked_attention(q, k, v, mask)
+    assert torch.allclose(out, torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-6)
+    # output i ignores keys and values j > i, and does depend on some j <= i
+    k2, v2 = k.clone(), v.clone()
+    k2[..., 3:, :] += 5.0
+    v2[..., 3:, :] -= 5.0
+    out2 = masked_attention(q, k2, v2, mask)
+    assert torch.allclose(out2[..., :3, :], out[..., :3, :], atol=1e-6)
+    assert not torch.allclose(out2[..., 3:, :], out[..., 3:, :])
+    # without the mask, early outputs see the future
+    assert not torch.allclose(masked_attention(q, k2, v2, torch.ones(5, 5, dtype=torch.bool))[..., :3, :],
+                              out[..., :3, :])
+
+
+def test_transformer_log_prob_is_the_chain_rule():
+    torch.manual_seed(0)
+    model = Transformer((1, 3, 4), 5, dim=16, heads=2).double().eval()
+    x = torch.randint(5, (4, 1, 3, 4))
+    levels = x.flatten(1)
+    with torch.no_grad():
+        # conditional i computed from the prefix x_<i alone (no later pixel is even in the input)
+        expected = torch.zeros(4, dtype=torch.float64)
+        for i in range(12):
+            logits = model._network(model._encode(levels[:, :i + 1]))[:, i] + model.pixel_bias[i]
+            expected += logits.log_softmax(-1).gather(1, levels[:, i:i + 1]).squeeze(1)
+        assert torch.allclose(model.log_prob(x), expected, atol=1e-10)
+        # changing pixel j leaves the conditionals of positions <= j unchanged, and changes a later one
+        full = model.logits(x)
+        for j in (0, 5, 10):
+            changed = levels.clone()
+            changed[:, j] = (changed[:, j] + 1) % 5
+            other = model.logits(changed.view_as(x))
+            assert torch.allclose(other[:, :j + 1], full[:, :j + 1], atol=1e-10)
+            assert not torch.allclose(other[:, j + 1:], full[:, j + 1:])
+
+
+def test_transformer_cached_sampling_equals_uncached():
+    torch.manual_seed(0)
+    model = Transformer((1, 8, 8), 17, dim=16, heads=2, num_layers=2).double()
+    with torch.no_grad():
+        model.pixel_bias.normal_()  # conditionals far from uniform
+    torch.manual_seed(3)
+    cached = model.sample(20, cache=True)
+    torch.manual_seed(3)
+    uncached = model.sample(20, cache=False)
+    assert cached.shape == (20, 1, 8, 8) and cached.dtype == torch.int64
+    assert 0 <= int(cached.min()) and int(cached.max()) <= 16
+    assert torch.equal(cached, uncached)
+    torch.manual_seed(4)
+    assert not torch.equal(model.sample(20), cached)
+    # step by step through the cache, fed a real image, the logits are those of the one full pass
+    x = data.load("digits", "val").x[:5]
+    levels = x.flatten(1)
+    model.eval()
+    with torch.no_grad():
+        caches = model._new_cache(5)
+        stepped = torch.stack([model._cached_step(levels, i, caches) for i in range(64)], 1)
+        assert torch.allclose(stepped, model.logits(x), atol=1e-10)
+
+
+def test_transformer_is_registered_with_step_defined_training(tmp_path):
+    spec = registry.get("transformer")
+    assert spec.cls is Transformer and set(spec.data_kinds) == {"categorical", "binary"}
+    assert "budget_seconds" not in spec.train and spec.train["max_steps"] > 0
+    info = data.load("digits", "train").info()
+    model = registry.build("transformer", info)
+    assert model.lr_schedule == "cosine"  # over the run, whatever --steps says (the trainer applies it)
+    torch.manual_seed(0)
+    small = registry.build("transformer", info, dim=16, heads=2, num_layers=1)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": "transformer", "config": small.config, "state_dict": small.state_dict()}, path)
+    again, _ = run.load_checkpoint(str(path))
+    x = data.load("digits", "val").x[:4]
+    with torch.no_grad():
+        assert torch.allclose(again.log_prob(x), small.eval().log_prob(x))
+
+
+def test_transformer_learning_rate_follows_the_half_cosine_over_the_run():
+    from dgm.train import fit
+
+    x = data.load("digits", "train").x[:64]
+    model = Transformer((1, 8, 8), 17, dim=16, heads=2, num_layers=1, lr_schedule="cosine")
+    rates, step_once = [], model.training_step
+
+    def recording_step(batch, optimizers):
+        rates.append(optimizers[0].param_groups[0]["lr"])
+        return step_once(batch, optimizers)
+
+    model.training_step = recording_step
+    fit(model, x, max_steps=4, lr=1e-2, batch_size=16, patience=None, seed=0)
+    assert rates == pytest.approx([1e-2, 1e-2 * (1 + math.cos(math.pi / 4)) / 2, 5e-3,
+                                   1e-2 * (1 + math.cos(3 * math.pi / 4)) / 2])

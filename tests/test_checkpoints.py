@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from dgm import compare, registry
+from dgm import compare, data, run
 from dgm.classifier import CHECKPOINT_DIR
 
 MANIFEST = json.loads((CHECKPOINT_DIR / "manifest.json").read_text())
@@ -42,12 +42,13 @@ TOLERANCE = {"test_nll_nats": 0.02, "test_nll_bound_nats": 0.05, "test_neg_elbo_
 def test_checkpoint_reproduces_its_recorded_metric(name):
     ckpt = torch.load(CHECKPOINT_DIR / name, weights_only=True)  # plain tensors and values only
     recorded = MANIFEST[name]["metrics"]
-    model, _ = registry.load_checkpoint(str(CHECKPOINT_DIR / name))
-    measured = registry.test_metrics(model, ckpt["data"], binarize=ckpt.get("binarize"), sample_quality=False)
+    model, _ = run.load_checkpoint(str(CHECKPOINT_DIR / name))
+    measured = run.test_metrics(model, data.load(ckpt["data"], "test", binarize=ckpt.get("binarize")),
+                                sample_quality=False)
     keys = [key for key in TOLERANCE if key in recorded]
     for key in keys:
         assert measured[key] == pytest.approx(recorded[key], abs=TOLERANCE[key]), key
     if not keys:  # no likelihood (a GAN): its seeded samples' Fréchet distance instead
         assert "fd" in recorded, f"{name} records no metric to reproduce"
-        fd = registry.test_metrics(model, ckpt["data"])["fd"]
+        fd = run.test_metrics(model, data.load(ckpt["data"], "test"))["fd"]
         assert fd == pytest.approx(recorded["fd"], rel=0.05)

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from dgm import registry
+from dgm import registry, run
 
 
 def dgm(*args, cwd):
@@ -54,7 +54,7 @@ def test_train_gmm_on_ring_with_a_tiny_budget(tmp_path):
     assert {"entropy_nats", "test_true_nll_nats"} <= set(result)
     # maximum likelihood with 8 components lands close to the entropy even in 3 seconds
     assert result["test_nll_nats"] - result["test_true_nll_nats"] < 0.05
-    model, _ = registry.load_checkpoint(str(tmp_path / "gmm-ring-seed1.pt"))
+    model, _ = run.load_checkpoint(str(tmp_path / "gmm-ring-seed1.pt"))
     assert model.sample(5).shape == (5, 2)
 
 

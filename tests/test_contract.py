@@ -9,13 +9,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dgm import checkpoints, data, registry
+from dgm import checkpoints, data, registry, run
 
 # small sizes, so every family runs in a second
 SMALL = {"made": {"hidden_sizes": (32,)}, "pixelcnn": {"channels": 8, "num_layers": 2},
          "wavenet": {"channels": 8}, "gan": {"hidden": 16}, "dcgan": {"channels": 8}, "cgan": {"channels": 8},
          "cyclegan": {"channels": 4, "disc_channels": 4}, "realnvp": {"num_blocks": 2}, "nsf": {"num_blocks": 1},
-         "maf": {"num_blocks": 1}, "iaf": {"num_blocks": 1}, "ddpm": {"timesteps": 50}}
+         "maf": {"num_blocks": 1}, "iaf": {"num_blocks": 1}, "ddpm": {"timesteps": 50},
+         "transformer": {"dim": 16, "heads": 2, "num_layers": 1}}
 DATA_FOR = {"points": "ring", "categorical": "digits", "grey": "mnist5k", "binary": "mnist5k-bin"}
 
 
@@ -49,7 +50,7 @@ def test_every_model_speaks_the_api_and_survives_a_checkpoint(name, tmp_path):
                      path)
     plain = torch.load(path, weights_only=True)  # tensors and plain values only
     assert plain[checkpoints.DIGEST_KEY] == checkpoints.weights_digest(model.state_dict())
-    again, _ = registry.load_checkpoint(str(path))
+    again, _ = run.load_checkpoint(str(path))
     assert again.config == model.config
     for key, value in model.state_dict().items():
         assert torch.equal(again.state_dict()[key], value), key

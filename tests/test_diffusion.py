@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dgm import diffusion as d
-from dgm import registry
+from dgm import registry, run
 
 diffusers = pytest.importorskip("diffusers")  # test-only oracle (requirements-dev.txt)
 
@@ -372,5 +372,5 @@ def test_command_line_trains_ddpm_and_reports_modes_and_sampler(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"modes_captured", "high_quality_frac", "train_seconds", "test_neg_elbo_nats"} <= set(result)
     assert result["test_network_evaluations"] == 8
-    model, ckpt = registry.load_checkpoint(str(tmp_path / "ddpm-ring-sharp-seed0.pt"))
+    model, ckpt = run.load_checkpoint(str(tmp_path / "ddpm-ring-sharp-seed0.pt"))
     assert ckpt["config"]["sampler"] == "ddim" and model.sample(4).shape == (4, 2)

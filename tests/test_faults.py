@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import dgm
-from dgm import checkpoints, cli, data, registry
+from dgm import checkpoints, cli, data, registry, run
 from dgm.base import check_settings
 from dgm.checkpoints import CheckpointError
 from test_contract import small_model
@@ -233,7 +233,7 @@ def test_every_damaged_or_foreign_file_gets_one_line(gmm_checkpoint, tmp_path, c
             assert "Traceback" not in err and len(err.strip().splitlines()) <= 4, f"{name}: {err}"
             assert "weights_only=False" not in err, f"{name}: never advise loading untrusted pickles"
         with pytest.raises(CheckpointError):
-            registry.load_checkpoint(str(path))
+            run.load_checkpoint(str(path))
 
 
 def test_a_folder_is_not_a_checkpoint(tmp_path, capsys):
@@ -277,7 +277,7 @@ def test_a_save_that_fails_part_way_leaves_the_old_checkpoint(gmm_checkpoint, tm
         checkpoints.save(ckpt, path)
     monkeypatch.undo()
     assert path.read_bytes() == before
-    model, _ = registry.load_checkpoint(str(path))
+    model, _ = run.load_checkpoint(str(path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"], "the partial temporary file is removed"
     checkpoints.save(ckpt, tmp_path / "again.pt")
     umask = os.umask(0)
@@ -342,7 +342,7 @@ def test_ctrl_c_saves_the_best_weights_so_far(tmp_path):
     path = tmp_path / "gan-ring-seed0.pt"
     ckpt = checkpoints.load(path)
     assert ckpt["metrics"]["interrupted"] is True and ckpt["metrics"]["steps"] == result["steps"]
-    model, _ = registry.load_checkpoint(str(path))
+    model, _ = run.load_checkpoint(str(path))
     with torch.no_grad():
         assert math.isfinite(float(model.loss(data.load("ring", "val").x)))
     evaluated = subprocess.run([sys.executable, "-m", "dgm", "eval", str(path)], env=ENV, capture_output=True,

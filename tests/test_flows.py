@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from dgm import data, registry
+from dgm import data, registry, run
 from dgm.flows import (
     IAF, MAF, ActNorm, AffineCoupling, Composition, GaussianMixtureBase, IAFLayer, Logit, LULinear, MAFLayer,
     MarginalCDF, Permutation, Planar, RealNVP, SplineCoupling, alternating_mask, bounded_log_scale,
@@ -399,7 +399,7 @@ def test_cli_trains_and_reloads_a_flow(tmp_path):
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["model"] == "maf" and "test_nll_nats" in result and "entropy_nats" in result
     (ckpt,) = tmp_path.glob("*.pt")
-    model, saved = registry.load_checkpoint(str(ckpt))
+    model, saved = run.load_checkpoint(str(ckpt))
     nll = float(model.evaluate(data.load("moons", "test").x)["nll_nats"])
     assert nll == pytest.approx(result["test_nll_nats"], rel=1e-5)
 

@@ -12,7 +12,7 @@ import scipy.stats
 import torch
 
 from dgm import classifier as clf
-from dgm import data, metrics
+from dgm import data, metrics, run
 
 
 # ---- mode coverage (VEEGAN / PacGAN protocol) --------------------------------
@@ -147,7 +147,7 @@ def test_augmentation_shifts_without_losing_ink():
     assert not torch.equal(shifted, x)
 
 
-# ---- sample_metrics: any object with sample(n) -----------------------------
+# ---- run.score_samples: any object with sample(n) -----------------------------
 class _Sampler(torch.nn.Module):
     """A stand-in 'model' whose sample(n) returns given points or images."""
 
@@ -166,11 +166,11 @@ class _Sampler(torch.nn.Module):
         return self.draw(n) if labels is None else self.draw(n, labels)
 
 
-def test_sample_metrics_on_sharp_toys():
+def test_score_samples_on_sharp_toys():
     density = data.toy_density("ring-sharp")
-    good = metrics.sample_metrics(_Sampler(lambda n: density.sample(n, seed=7)), "ring-sharp")
+    good = run.score_samples(_Sampler(lambda n: density.sample(n, seed=7)), data.load("ring-sharp", "test"))
     assert good["modes_captured"] == 8 and good["high_quality_frac"] > 0.97
-    collapsed = metrics.sample_metrics(_Sampler(lambda n: density.means[:1].repeat(n, 1)), "ring-sharp")
+    collapsed = run.score_samples(_Sampler(lambda n: density.means[:1].repeat(n, 1)), data.load("ring-sharp", "test"))
     assert collapsed["modes_captured"] == 1
     assert 0.95 < good["mode_std_ratio"] < 1.05 and abs(good["energy_distance"]) < 0.01
 
@@ -188,7 +188,7 @@ def test_mode_std_ratio_sees_samples_narrower_or_wider_than_the_data(name):
             return (centre + scale * (x - centre)).float()
         return _Sampler(draw)
 
-    scores = {scale: metrics.sample_metrics(around_modes(scale), name) for scale in (0.5, 1.0, 1.5)}
+    scores = {scale: run.score_samples(around_modes(scale), data.load(name, "test")) for scale in (0.5, 1.0, 1.5)}
     assert 0.95 < scores[1.0]["mode_std_ratio"] < 1.05
     assert 0.45 < scores[0.5]["mode_std_ratio"] < 0.55
     assert scores[1.5]["mode_std_ratio"] > 1.3
@@ -197,15 +197,15 @@ def test_mode_std_ratio_sees_samples_narrower_or_wider_than_the_data(name):
     assert math.isnan(metrics.mode_spread(density.means[:1] + 100.0, density.means, density.std))
 
 
-def test_sample_metrics_on_images_rank_real_above_blank():
+def test_score_samples_on_images_rank_real_above_blank():
     train = data.load("digits", "train")
-    real = metrics.sample_metrics(_Sampler(lambda n: train.x[:n]), "digits")
-    blank = metrics.sample_metrics(_Sampler(lambda n: torch.zeros(n, 1, 8, 8)), "digits")
+    real = run.score_samples(_Sampler(lambda n: train.x[:n]), data.load("digits", "test"))
+    blank = run.score_samples(_Sampler(lambda n: torch.zeros(n, 1, 8, 8)), data.load("digits", "test"))
     assert real["fd"] < blank["fd"] / 5
     assert real["class_balance"] > 0.9 and blank["class_balance"] == pytest.approx(0.1)
 
 
-def test_sample_metrics_class_accuracy_for_conditional_models():
+def test_score_samples_class_accuracy_for_conditional_models():
     train = data.load("digits", "train")
     by_label = [train.x[train.y == c] for c in range(10)]
 
@@ -215,5 +215,5 @@ def test_sample_metrics_class_accuracy_for_conditional_models():
     def wrong(n, labels):
         return right(n, (labels + 1) % 10)
 
-    assert metrics.sample_metrics(_Sampler(right, 10), "digits", n=500)["class_accuracy"] > 0.9
-    assert metrics.sample_metrics(_Sampler(wrong, 10), "digits", n=500)["class_accuracy"] < 0.1
+    assert run.score_samples(_Sampler(right, 10), data.load("digits", "test"), n=500)["class_accuracy"] > 0.9
+    assert run.score_samples(_Sampler(wrong, 10), data.load("digits", "test"), n=500)["class_accuracy"] < 0.1

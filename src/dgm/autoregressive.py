@@ -17,7 +17,9 @@ logits of pixel ``i`` are computed from the pixels before it:
 * :class:`PixelCNN`  masked / shifted convolutions (:class:`MaskedConv2d`); the gated
   version with vertical and horizontal stacks has no blind spot (:func:`receptive_field`);
 * :class:`WaveNet`   dilated causal 1-D convolutions over the raster sequence
-  (:func:`wavenet_receptive_field`).
+  (:func:`wavenet_receptive_field`);
+* :class:`Transformer` causal (masked) self-attention over the raster sequence
+  (:func:`causal_mask`), sampled with a key/value cache.
 
 Shapes: images are ``(N, C, H, W)`` (``C = 1`` for the convolutional models),
 ``D = C * H * W``; the conditional logits are ``(N, D, num_levels)`` in raster
@@ -43,7 +45,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import DataSpec, GenerativeModel, check_levels, check_positive_int
+from .base import DataSpec, GenerativeModel, check_levels, check_lr_schedule, check_positive_int
 from .baselines import IndependentPixels
 
 ENCODINGS = ("onehot", "scaled")
@@ -382,8 +384,6 @@ class FVSBN(AutoregressiveModel):
     def __init__(self, shape: Sequence[int], num_levels: int, encoding: str = "scaled",
                  weight_decay: float = 0.0) -> None:
         super().__init__(shape, num_levels, encoding, weight_decay)
-        self.config = {"shape": list(self.shape), "num_levels": num_levels, "encoding": encoding,
-                       "weight_decay": float(weight_decay)}
         D, E, K = self.num_pixels, self.input_features, num_levels
         self.linear = MaskedLinear(D * E, D * K, bias=False)  # the biases are pixel_bias
         degrees = torch.arange(1, D + 1)
@@ -419,8 +419,6 @@ class NADE(AutoregressiveModel):
                  weight_decay: float = 0.0) -> None:
         super().__init__(shape, num_levels, encoding, weight_decay)
         check_positive_int("hidden_size", hidden_size)
-        self.config = {"shape": list(self.shape), "num_levels": num_levels, "hidden_size": hidden_size,
-                       "encoding": encoding, "weight_decay": float(weight_decay)}
         D, E, K, H = self.num_pixels, self.input_features, num_levels, hidden_size
         self.W = nn.Parameter(torch.randn(D, E, H) / math.sqrt(D))  # input j -> hidden, shared by all i > j
         self.c = nn.Parameter(torch.zeros(H))
@@ -480,9 +478,6 @@ class MADE(AutoregressiveModel):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if self.num_pixels < 2:
             raise ValueError("MADE needs images of at least 2 pixels")
-        self.config = {"shape": list(self.shape), "num_levels": num_levels, "hidden_sizes": list(hidden_sizes),
-                       "num_masks": num_masks, "order_agnostic": bool(order_agnostic), "encoding": encoding,
-                       "dropout": float(dropout), "weight_decay": float(weight_decay), "mask_seed": int(mask_seed)}
         D, E, K = self.num_pixels, self.input_features, num_levels
         sizes = [D * E, *hidden_sizes, D * K]
         self.layers = nn.ModuleList(MaskedLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
@@ -699,10 +694,6 @@ class PixelCNN(AutoregressiveModel):
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.config = {"shape": list(self.shape), "num_levels": num_levels, "channels": channels,
-                       "num_layers": num_layers, "kernel_size": kernel_size, "gated": bool(gated),
-                       "encoding": encoding, "dropout": float(dropout), "weight_decay": float(weight_decay),
-                       "position": bool(position)}
         self.gated = bool(gated)
         _, height, width = self.shape
         E = self.input_features
@@ -819,9 +810,6 @@ class WaveNet(AutoregressiveModel):
             raise ValueError("dilations must name at least one block")
         wavenet_receptive_field(dilations, kernel_size)  # checks them
         self.dilations = dilations
-        self.config = {"shape": list(self.shape), "num_levels": num_levels, "channels": channels,
-                       "kernel_size": kernel_size, "dilations": list(dilations), "encoding": encoding,
-                       "dropout": float(dropout), "weight_decay": float(weight_decay), "position": bool(position)}
         self.input = nn.Conv1d(self.input_features, channels, 1)
         self.blocks = nn.ModuleList(WaveNetBlock(channels, kernel_size, d, dropout, self.num_pixels, position)
                                     for d in dilations)
@@ -836,3 +824,197 @@ class WaveNet(AutoregressiveModel):
             x, skip = block(x)
             skips = skips + skip
         return self.head(skips).transpose(1, 2)  # (B, D, K)
+
+
+# ---------------------------------------------------------------------------
+# a causal transformer
+# ---------------------------------------------------------------------------
+def causal_mask(length: int) -> torch.Tensor:
+    """Which keys each query may attend to: bool ``(length, length)``, ``[i, j] = j <= i``.
+
+    The attention version of MADE's masks: the scores of query ``i`` for keys
+    ``j > i`` are set to ``-inf`` before the softmax, so they get weight 0.
+    Together with the one-step shift of the input (position ``i`` holds pixel
+    ``i-1``), output ``i`` depends on pixels ``< i`` only.
+    """
+    check_positive_int("length", length)
+    return torch.ones(length, length, dtype=torch.bool).tril()
+
+
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Attention written out: ``softmax(q k^T / sqrt(d) + log mask) v`` (``mask``: True = may attend).
+
+    The same numbers as ``F.scaled_dot_product_attention(q, k, v, is_causal=True)`` when ``mask`` is
+    :func:`causal_mask`; the model calls the fused version, the chapter and the tests this one.
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention in which position ``i`` attends to positions ``<= i``.
+
+    ``forward(x)`` runs on a whole sequence ``(B, T, dim)`` with
+    ``F.scaled_dot_product_attention(..., is_causal=True)``. ``step(x, cache, t)``
+    runs one new position ``t`` ``(B, 1, dim)``: its key and value are written
+    into ``cache`` (two ``(B, heads, T_max, dim / heads)`` tensors) and its
+    query attends to the cached keys ``0..t`` (all in the past, so no mask).
+    """
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        return q, k, v  # each (B, heads, T, C / heads)
+
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        B, _, T, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(B, T, -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._split(x)
+        return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+    def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], t: int) -> torch.Tensor:
+        q, k, v = self._split(x)
+        keys, values = cache
+        keys[:, :, t:t + 1], values[:, :, t:t + 1] = k, v
+        return self._merge(F.scaled_dot_product_attention(q, keys[:, :, :t + 1], values[:, :, :t + 1]))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: ``x + attention(norm(x))``, then ``x + mlp(norm(x))`` (GPT-2's layout)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attention = CausalSelfAttention(dim, heads)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + _dropout(self.attention(self.norm1(x)), self.dropout, self.training)
+        return x + _dropout(self.mlp(self.norm2(x)), self.dropout, self.training)
+
+    def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], t: int) -> torch.Tensor:
+        x = x + self.attention.step(self.norm1(x), cache, t)
+        return x + self.mlp(self.norm2(x))
+
+
+class Transformer(AutoregressiveModel):
+    """A small causal transformer (GPT-style decoder) over the raster sequence of ``D`` pixels.
+
+    Every pixel is a token: its one-hot level is embedded (a linear map to
+    ``dim``), the sequence is shifted one step right with a learned start
+    token in front (position ``i`` holds pixel ``i-1``), a learned position
+    embedding is added, and ``num_layers`` pre-norm blocks of causal
+    multi-head self-attention (:class:`CausalSelfAttention`) and an MLP
+    follow; a final layer norm and a linear map give ``num_levels`` logits per
+    position. The causal mask plus the shift make the logits of pixel ``i``
+    depend on pixels ``< i`` only, which :func:`dependency_matrix` checks.
+
+    ``sample(n, cache=True)`` keeps every layer's keys and values of the
+    positions already drawn (a key/value cache), so each of the ``D`` steps
+    runs the network on one new position; ``cache=False`` recomputes the
+    whole prefix at every step (same draws for the same seed, up to rounding).
+
+    Args:
+        shape: ``(C, H, W)`` (flattened in raster order).
+        num_levels: pixel values.
+        dim: width of the token embeddings and of every block.
+        num_layers: transformer blocks.
+        heads: attention heads per block (``dim`` must be a multiple).
+        mlp_ratio: the MLP's hidden width is ``mlp_ratio * dim``.
+        dropout: dropout probability on the token embeddings and on each
+            block's two residual branches (not on the attention weights:
+            torch draws that mask with a slow ``bernoulli_`` on CPU).
+        weight_decay: AdamW's decoupled weight decay (not on biases, norms,
+            the start token and the position table).
+        lr_schedule: the learning rate over the run (:func:`dgm.base.lr_schedule_factor`;
+            the registry's default is ``"cosine"``, falling to 0 at the run's end).
+    """
+
+    family = "autoregressive: transformer (explicit, exact)"
+
+    def __init__(self, shape: Sequence[int], num_levels: int, dim: int = 64, num_layers: int = 2, heads: int = 4,
+                 mlp_ratio: int = 2, dropout: float = 0.2, weight_decay: float = 0.1,
+                 lr_schedule: str = "constant") -> None:
+        super().__init__(shape, num_levels, "onehot", weight_decay)
+        for name, value in (("dim", dim), ("num_layers", num_layers), ("heads", heads), ("mlp_ratio", mlp_ratio)):
+            check_positive_int(name, value)
+        if dim % heads:
+            raise ValueError(f"dim must be a multiple of heads, got dim={dim} and heads={heads}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.lr_schedule = check_lr_schedule(lr_schedule)
+        self.dim, self.heads = dim, heads
+        self.embed = nn.Linear(self.input_features, dim, bias=False)  # one-hot level -> token embedding
+        self.start = nn.Parameter(torch.randn(dim) * 0.02)  # what position 0 sees: no pixel yet
+        self.position = nn.Parameter(torch.randn(self.num_pixels, dim) * 0.02)
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio, dropout) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_levels)
+        self.dropout = float(dropout)
+
+    def _tokens(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Encoded pixels ``(B, T, E)`` -> token embeddings ``(B, T, dim)``, shifted one step right
+        behind the start token: position ``i`` holds pixel ``i-1``."""
+        embedded = self.embed(inputs)
+        start = self.start.expand(len(inputs), 1, self.dim)
+        return torch.cat([start, embedded[:, :-1]], 1) + self.position[:inputs.shape[1]]
+
+    def _network(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = _dropout(self._tokens(inputs), self.dropout, self.training)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))  # (B, T, K); T = D for a whole image
+
+    @torch.no_grad()
+    def _sample_in_order(self, n: int, order: Sequence[int], cache: bool = True) -> torch.Tensor:
+        levels = torch.zeros(n, self.num_pixels, dtype=torch.long, device=self.device)
+        if not cache:
+            for i in order:  # recompute the whole prefix 0..i at every step
+                logits = self._network(self._encode(levels[:, :i + 1]))[:, i] + self.pixel_bias[i]
+                levels[:, i] = torch.multinomial(logits.softmax(-1), 1).squeeze(1)
+            return levels
+        caches = self._new_cache(n)
+        for i in order:
+            logits = self._cached_step(levels, i, caches)
+            levels[:, i] = torch.multinomial(logits.softmax(-1), 1).squeeze(1)
+        return levels
+
+    def _new_cache(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Empty key/value caches for ``n`` sequences: per block two ``(n, heads, D, dim / heads)`` tensors."""
+        shape = (n, self.heads, self.num_pixels, self.dim // self.heads)
+        return [(self.pixel_bias.new_zeros(shape), self.pixel_bias.new_zeros(shape)) for _ in self.blocks]
+
+    def _cached_step(self, levels: torch.Tensor, i: int,
+                     caches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Logits ``(n, K)`` of pixel ``i`` from the one new token (pixel ``i-1``, or the start token),
+        attending to the keys and values that steps ``0..i-1`` left in ``caches`` (and adding its own)."""
+        n = len(levels)
+        if i == 0:
+            x = self.start.expand(n, 1, self.dim)
+        else:
+            x = self.embed(self._encode(levels[:, i - 1:i]))
+        x = x + self.position[i]
+        for block, kv in zip(self.blocks, caches):
+            x = block.step(x, kv, i)
+        return self.head(self.norm(x))[:, 0] + self.pixel_bias[i]
+
+    @torch.no_grad()
+    def sample(self, n: int, cache: bool = True) -> torch.Tensor:
+        """``n`` images ``(n, *shape)`` of int64 levels, ``D`` steps; ``cache=False`` recomputes every prefix."""
+        check_positive_int("n", n)
+        was_training = self.training
+        self.eval()
+        try:
+            levels = self._sample_in_order(n, range(self.num_pixels), cache=cache)
+        finally:
+            self.train(was_training)
+        return levels.view(n, *self.shape)

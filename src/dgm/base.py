@@ -355,7 +355,9 @@ class GenerativeModel(nn.Module):
         return 1
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """Trained parameters: a weight average's copy (:class:`WeightAverage`) is not counted twice."""
+        copies = {id(p) for m in self.modules() if isinstance(m, WeightAverage) for p in m.parameters()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in copies)
 
     @property
     def device(self) -> torch.device:

@@ -7,7 +7,7 @@ CNN, trained on each image set's train split, and uses it two ways:
 * its 128 penultimate features give the Fréchet distance between samples and
   test images (:func:`dgm.metrics.frechet_distance`), and
 * its predicted labels give a conditional model's class accuracy and any
-  model's class balance (:func:`dgm.metrics.sample_metrics`).
+  model's class balance (:func:`dgm.run.score_samples`).
 
 The shipped checkpoints are made by::
 

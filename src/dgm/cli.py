@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import torch
 
 from . import data as data_module
-from . import registry
+from . import registry, run
 from .base import check_settings
 from .train import default_device, init_distributed_from_env
 
@@ -148,13 +148,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = registry.get(args.model)
     check_settings(spec.cls, overrides)  # a typo fails now, not after the data has loaded
     device = _device(args.device)
-    threads = args.threads if args.threads is not None else registry.default_threads(args.model, args.data)
     # under torchrun: join the process group; every process trains, process 0 reports
     rank, world = init_distributed_from_env(device)
     out_dir = _writable_folder(Path(args.out), "--out") if rank == 0 else Path(args.out)
     path = out_dir / f"{args.model}-{args.data}-seed{args.seed}.pt"
     if path.is_dir():
         raise UsageError(f"{path} is a folder; remove it or choose another --out")
+    data = run.splits(args.data, binarize=args.binarize, download=args.download)  # loaded once, passed down
+    threads = args.threads if args.threads is not None else run.default_threads(args.model, data.train)
     with contextlib.ExitStack() as stack:
         if rank == 0:  # from here until the file is written, no other run may claim it
             stack.enter_context(OutputClaim(path))
@@ -163,11 +164,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               "weights so far", file=sys.stderr, flush=True)
         interrupted = None
         try:
-            model, history, result = registry.train(
-                args.model, args.data, seed=args.seed, budget_seconds=args.budget_seconds, steps=args.steps,
-                lr=args.lr, batch_size=args.batch_size, binarize=args.binarize, device=device,
-                overrides=overrides, download=args.download, eval_every=args.eval_every,
-                sample_quality=rank == 0, threads=threads,
+            model, history, result = run.train(
+                args.model, data, seed=args.seed, budget_seconds=args.budget_seconds, steps=args.steps,
+                lr=args.lr, batch_size=args.batch_size, device=device, overrides=overrides,
+                eval_every=args.eval_every, sample_quality=rank == 0, threads=threads,
             )
         except TrainingInterrupted as stop:
             interrupted = stop
@@ -214,21 +214,21 @@ def _save_run(args: argparse.Namespace, path: Path, model, history, result: dict
 
 
 def _load(path: str, device: torch.device):
-    model, ckpt = registry.load_checkpoint(path, map_location=device)
+    model, ckpt = run.load_checkpoint(path, map_location=device)
     return model.to(device), ckpt
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     device = _device(args.device)
     model, ckpt = _load(args.checkpoint, device)
-    _set_threads(args.threads if args.threads is not None
-                 else registry.default_threads(ckpt["model"], ckpt["data"]))
+    test = data_module.load(ckpt["data"], "test", binarize=ckpt.get("binarize"))
+    _set_threads(args.threads if args.threads is not None else run.default_threads(ckpt["model"], test))
     recorded = ckpt.get("metrics", {})
     result = {key: recorded.get(key) for key in ("model", "data", "seed", "train_seconds", "steps")}
     result.update({"model": ckpt["model"], "data": ckpt["data"], "params": model.num_parameters()})
     if recorded.get("interrupted"):
         result["interrupted"] = True
-    result.update(registry.test_metrics(model, ckpt["data"], binarize=ckpt.get("binarize")))
+    result.update(run.test_metrics(model, test))
     print(json.dumps(result))
     return 0
 
@@ -264,8 +264,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     device = _device(args.device)
     output = _image_path(args.output)
     model, ckpt = _load(args.checkpoint, device)
-    _set_threads(args.threads if args.threads is not None
-                 else registry.default_threads(ckpt["model"], ckpt["data"]))
+    _set_threads(args.threads if args.threads is not None else run.default_threads(ckpt["model"], ckpt["data"]))
     points = model.data_spec() is not None and len(model.data_spec().shape) == 1
     limit = MAX_POINTS if points else MAX_IMAGES
     n = min(args.n, limit)

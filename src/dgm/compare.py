@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import registry
+from . import registry, run
 from .classifier import CHECKPOINT_DIR
 
 #: (model name, chapter, family): the chapters' main model for each family
@@ -125,15 +125,15 @@ def compare(data_name: str = "digits", *, train: bool = False, budget_seconds: f
             f"--budget-seconds 60`, or make each one, e.g. `python -m dgm train {first} --data {data_name} "
             f"--seed {seed} --out {checkpoint_dir} --manifest`")
     rows = []
+    data = run.splits(data_name)  # loaded once for every row
     for name, chapter, family in wanted:
         if train:
-            model, history, result = registry.train(name, data_name, seed=seed, budget_seconds=budget_seconds,
-                                                    progress=False)
+            model, history, result = run.train(name, data, seed=seed, budget_seconds=budget_seconds, progress=False)
             rows.append(_row(name, chapter, family, data_name, model, result["train_seconds"], result))
             continue
         path = Path(checkpoint_dir) / f"{name}-{data_name}-seed{seed}.pt"
-        model, ckpt = registry.load_checkpoint(str(path))
-        metrics = registry.test_metrics(model, data_name, binarize=ckpt.get("binarize"), sample_n=sample_n)
+        model, ckpt = run.load_checkpoint(str(path))
+        metrics = run.test_metrics(model, data.test, sample_n=sample_n)
         rows.append(_row(name, chapter, family, data_name, model, ckpt["metrics"]["train_seconds"], metrics))
     return rows
 

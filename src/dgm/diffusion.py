@@ -577,10 +577,6 @@ class DDPM(GenerativeModel):
             torch.manual_seed(0)
             return float(self.loss(x.to(self.device)))
 
-    def num_parameters(self) -> int:
-        """Trained parameters (the moving-average copy is not counted twice)."""
-        return sum(p.numel() for p in self.network.parameters())
-
     # ---- sampling -------------------------------------------------------------
     @property
     def network_evaluations(self) -> int:

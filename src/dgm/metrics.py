@@ -120,7 +120,7 @@ def mode_spread(samples: torch.Tensor, modes: torch.Tensor, std: float) -> float
 
     :func:`mode_coverage` cannot see a sampler whose modes are narrower than the data's (it even scores
     it above a perfect sampler); this can. Compare it with the same number for true samples
-    (``mode_std_ratio`` in :func:`sample_metrics`: 1.0 is perfect, below 1 too narrow, above too wide).
+    (``mode_std_ratio`` in :func:`dgm.run.score_samples`: 1.0 is perfect, below 1 too narrow, above too wide).
     Returns NaN when no mode holds two high-quality samples.
     """
     modes = _check_points("modes", modes)
@@ -198,61 +198,9 @@ def class_balance(predicted: torch.Tensor, num_classes: int = 10) -> float:
     return float(entropy.exp() / num_classes)
 
 
-SHARP_TOYS = ("ring-sharp", "grid-sharp")
-
-
-@torch.no_grad()
 def sample_metrics(model, data_name: str, n: int | None = None, seed: int = 0) -> dict[str, float]:
-    """Score ``model.sample(n)`` against the data, for any family.
-
-    * ``ring-sharp``, ``grid-sharp``: :func:`mode_coverage` of 2,500 samples
-      (``modes_captured``, ``high_quality_frac``), ``mode_std_ratio`` (:func:`mode_spread` of the
-      samples over that of as many test points: 1.0 is perfect) and ``energy_distance`` to the test points;
-    * other 2-D toys: :func:`energy_distance` of 2,000 samples to the first 2,000
-      test points;
-    * ``digits``, ``mnist5k``, ``mnist5k-bin``, ``mnist``: 1,000 samples; ``fd``, the
-      :func:`frechet_distance` to the test split in the digit classifier's
-      feature space, and :func:`class_balance` of the classifier's labels; a
-      conditional model (attribute ``num_classes``, ``sample(n, labels=...)``)
-      also gets ``class_accuracy``, the fraction classified as the requested digit.
-
-    Also ``sample_ms_per_example``, the wall time of drawing the samples, and
-    ``sampling_passes``, the sequential network evaluations that took
-    (:meth:`dgm.base.GenerativeModel.sampling_passes`).
-    """
-    import time
-
+    """Moved to :func:`dgm.run.score_samples` (which takes the test split); kept while the chapters move over."""
     from . import data as data_module
+    from .run import score_samples
 
-    test = data_module.load(data_name, "test")
-    torch.manual_seed(seed)
-    conditional = getattr(model, "num_classes", None)
-    if test.kind == "points":
-        n = n or (2500 if data_name in SHARP_TOYS else 2000)
-    else:
-        n = n or 1000
-    labels = torch.arange(n, device=model.device) % conditional if conditional else None
-    start = time.perf_counter()
-    samples = model.sample(n, labels=labels) if conditional else model.sample(n)
-    elapsed = time.perf_counter() - start
-    samples = samples.detach().cpu()
-    result: dict[str, float] = {"sample_ms_per_example": 1000 * elapsed / n}
-    if hasattr(model, "sampling_passes"):
-        result["sampling_passes"] = model.sampling_passes()
-    if test.kind == "points":
-        reference = test.x[:n] if data_name in SHARP_TOYS else test.x[:2000]
-        if data_name in SHARP_TOYS:
-            means, std = test.density.means, test.density.std
-            result.update(mode_coverage(samples.float(), means, std))
-            result["mode_std_ratio"] = mode_spread(samples.float(), means, std) / mode_spread(reference, means, std)
-        result["energy_distance"] = energy_distance(samples.float(), reference)
-        return result
-    from .classifier import load_classifier
-
-    classifier = load_classifier(data_name)
-    result["fd"] = frechet_distance(classifier.features(samples), classifier.features(test.x))
-    predicted = classifier.predict(samples)
-    result["class_balance"] = class_balance(predicted)
-    if conditional:
-        result["class_accuracy"] = float((predicted == labels.cpu()).double().mean())
-    return result
+    return score_samples(model, data_module.load(data_name, "test"), n=n, seed=seed)

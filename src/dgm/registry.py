@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 
-from .autoregressive import FVSBN, MADE, NADE, PixelCNN, WaveNet
+from .autoregressive import FVSBN, MADE, NADE, PixelCNN, Transformer, WaveNet
 from .base import GenerativeModel, check_settings
 from .baselines import GaussianMixture, IndependentPixels
-
-if TYPE_CHECKING:
-    from .train import History
 
 
 @dataclass
@@ -60,17 +57,6 @@ def get(name: str) -> ModelSpec:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODELS))}")
     return MODELS[name]
-
-
-def default_threads(name: str, data_name: str) -> int | None:
-    """The CPU threads model ``name`` uses on ``data_name`` unless told otherwise (:attr:`ModelSpec.threads`)."""
-    from . import data as data_module
-
-    threads = get(name).threads
-    if callable(threads):
-        kind = "points" if data_name in data_module.TOYS else data_module.load(data_name, "val").kind
-        return threads({"data": data_name, "kind": kind})
-    return threads
 
 
 def build(name: str, data_info: dict, **overrides: Any) -> GenerativeModel:
@@ -114,154 +100,6 @@ def _check_size(name: str, cls: type, config: dict, overrides: dict) -> None:
         raise ValueError(f"{name} with {settings} would have {count:,} parameters "
                          f"({count * 4 / 1e9:.1f} GB of weights, about 4x that to train); "
                          f"the limit is {MAX_PARAMETERS:,}: choose smaller sizes")
-
-
-def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> tuple[GenerativeModel, dict]:
-    """Rebuild the model saved at ``path``; returns ``(model, checkpoint dict)``.
-
-    The file is verified first (:func:`dgm.checkpoints.load`: a dgm checkpoint, its weights matching
-    their stored digest and finite); every problem is a :class:`~dgm.checkpoints.CheckpointError`
-    (a ``ValueError``) whose one line says what the file is and what to do.
-    """
-    from .checkpoints import CheckpointError, load
-
-    ckpt = load(path, map_location=map_location)
-    name = ckpt["model"]
-    if name not in MODELS:
-        raise CheckpointError(f"{path} holds a model named {name!r}, which this dgm does not know "
-                              f"(known: {', '.join(sorted(MODELS))}); was it written by another program?")
-    try:
-        model = MODELS[name].cls(**ckpt["config"])
-    except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"{path}: its config does not build a {name!r} model ({err}); "
-                              "it was written by another version of dgm: train it again") from None
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise CheckpointError(f"{path}: its weights do not fit a {name!r} model built from its config "
-                              f"({first}); train it again") from None
-    model.eval()
-    return model, ckpt
-
-
-def train(
-    name: str,
-    data_name: str,
-    *,
-    seed: int = 0,
-    budget_seconds: float | None = None,
-    steps: int | None = None,
-    lr: float | None = None,
-    batch_size: int | None = None,
-    binarize: str | None = None,
-    device: str | torch.device | None = None,
-    overrides: dict[str, Any] | None = None,
-    progress: bool | str = "auto",
-    sample_quality: bool = True,
-    download: bool = False,
-    eval_every: int | None = None,
-    threads: int | None = None,
-) -> tuple[GenerativeModel, "History", dict[str, Any]]:
-    """Train model ``name`` on ``data_name`` exactly as ``python -m dgm train`` does.
-
-    Chapters call this so the numbers in the book and the command line's JSON
-    come from one code path. Unset arguments take the model's defaults
-    (``MODELS[name].train``); ``overrides`` change constructor arguments;
-    ``sample_quality=False`` skips the sample metrics (faster, for sweeps);
-    ``download=True`` lets ``data_name="mnist"`` fetch full MNIST (opt-in).
-    Under ``torchrun`` (see :func:`dgm.train.fit`) every process trains its
-    share of each batch and gradients are averaged across processes.
-    ``threads`` sets the CPU threads (default: the model's ``ModelSpec.threads``).
-    Ctrl-C raises :class:`~dgm.train.TrainingInterrupted` carrying the model (best weights so
-    far), its history and a result dict without test metrics.
-
-    Returns:
-        ``(model, history, result)``: the trained model (best validation
-        weights), the :class:`~dgm.train.History`, and the result dict that the
-        CLI prints (``model``, ``data``, ``seed``, ``train_seconds``, ``params``,
-        ``test_*`` metrics, ``entropy_nats`` for toy sets, ...).
-    """
-    from . import data as data_module
-    from .train import TrainingInterrupted, default_device, fit, seed_everything
-
-    spec = get(name)
-    train_split = data_module.load(data_name, "train", binarize=binarize, download=download)
-    val_split = data_module.load(data_name, "val", binarize=binarize)
-    seed_everything(seed)  # before building: the seed also fixes the random initial weights
-    model = build(name, train_split.info(), **(overrides or {}))
-    settings = dict(spec.train)
-    for key, value in (("budget_seconds", budget_seconds), ("max_steps", steps), ("lr", lr),
-                       ("batch_size", batch_size), ("eval_every", eval_every)):
-        if value is not None:
-            settings[key] = value
-    device = torch.device(device) if device is not None else default_device()
-    train_data, val_data = train_split.x, val_split.x
-    if spec.labels:
-        if train_split.y is None:
-            raise ValueError(f"model {name!r} is conditional and needs labelled data; {data_name!r} has no labels")
-        train_data, val_data = (train_split.x, train_split.y), (val_split.x, val_split.y)
-    threads = threads if threads is not None else default_threads(name, data_name)
-    try:
-        history = fit(model, train_data, val_data, seed=seed, device=device, threads=threads,
-                      batch_transform=train_split.batch_transform, progress=progress, **settings)
-    except TrainingInterrupted as stop:
-        stop.model = model
-        stop.result = {"model": name, "data": data_name, "seed": seed, "interrupted": True,
-                       "train_seconds": round(stop.history.seconds, 3), "steps": stop.history.steps,
-                       "best_step": stop.history.best_step, "val_score": stop.history.best_val,
-                       "params": model.num_parameters(), "device": str(device),
-                       "train_settings": {**settings, "seed": seed}}
-        raise
-    result: dict[str, Any] = {
-        "model": name,
-        "data": data_name,
-        "seed": seed,
-        "train_seconds": round(history.seconds, 3),
-        "steps": history.steps,
-        "stopped_because": history.stopped_because,
-        "best_step": history.best_step,
-        "val_score": history.best_val,
-        "params": model.num_parameters(),
-        "device": str(device),
-        **test_metrics(model, data_name, binarize=binarize, sample_quality=sample_quality),
-    }
-    result["train_settings"] = {**settings, "seed": seed}
-    return model, history, result
-
-
-@torch.no_grad()
-def test_metrics(model: GenerativeModel, data_name: str, binarize: str | None = None,
-                 sample_quality: bool = True, sample_n: int | None = None) -> dict[str, Any]:
-    """The family's metrics on the test split, keys prefixed ``test_``.
-
-    With ``sample_quality`` also :func:`dgm.metrics.sample_metrics` of the
-    model's samples (mode coverage on the sharp toys, energy distance on the
-    other toys, Fréchet distance and class balance in the digit classifier's
-    feature space on images), so every family is scored the same way;
-    ``sample_n`` overrides how many samples that draws.
-
-    For toy sets also ``entropy_nats`` (the best reachable NLL, Monte Carlo,
-    with ``entropy_se``) and ``test_true_nll_nats``: the true density's NLL on
-    the same test points, so ``test_nll_nats - test_true_nll_nats`` estimates
-    KL(p_data || model) without the test sample's own noise.
-    """
-    from . import data as data_module
-    from .metrics import sample_metrics
-
-    model.eval()
-    torch.manual_seed(0)  # stochastic estimates (IWAE, dequantisation, bounds) repeat exactly: eval = train's JSON
-    test = data_module.load(data_name, "test", binarize=binarize)
-    metrics: dict[str, Any] = {f"test_{k}": v for k, v in model.evaluate(test.x.to(model.device)).items()}
-    if sample_quality:
-        metrics.update(sample_metrics(model, data_name, n=sample_n))
-        metrics.update(getattr(model, "sample_info", {}))  # e.g. a diffusion model's sampler and its steps
-    if test.density is not None:
-        entropy, se = test.density.entropy()
-        metrics["entropy_nats"] = entropy
-        metrics["entropy_se"] = se
-        metrics["test_true_nll_nats"] = float(-test.density.log_prob(test.x.double()).mean())
-    return metrics
 
 
 # ---- chapter 1 -------------------------------------------------------------
@@ -331,6 +169,17 @@ register(ModelSpec(
     train={"budget_seconds": 60, "batch_size": 64, "lr": 3e-3, "eval_every": 50, "patience": 10},
     description="WaveNet: dilated causal gated 1-D convolutions over the raster sequence (ch. 2)",
 ))
+# step-defined (max_steps, not a time budget), so a seed reproduces the run exactly; the learning
+# rate falls along a half cosine over the run and the best validation weights are kept
+register(ModelSpec(
+    name="transformer",
+    cls=Transformer,
+    config_for=lambda info: {**_image_config(info), "lr_schedule": "cosine"},
+    data_kinds=("categorical", "binary"),
+    train={"max_steps": 2500, "batch_size": 32, "lr": 2e-3, "eval_every": 100, "patience": None},
+    description="causal transformer: masked self-attention over the raster sequence, "
+                "key/value-cached sampling (ch. 2)",
+))
 
 
 # ---- chapter 3 (dgm.vae) ----------------------------------------------------
@@ -374,18 +223,15 @@ def _gan_image_config(info: dict) -> dict:
 
 
 def _gan_points_config(info: dict) -> dict:
-    """Default remedies, chosen by measurement (chapter 4's table): a learned mixture of 100 small latent
-    Gaussians whose means and scales learn 3 times faster than G's weights, a lazy R1 penalty on D
-    (every 4th step), sampling from an average of G's weights, and learning rates that fall along a
-    half cosine to 0 over the run's 6,000 steps. The penalty is lighter on grid-sharp, whose 25 modes
-    need a sharper D (seeds 0-9 of the earlier default: 66 % high-quality samples at 0.01, 47 % at 0.03;
-    on ring-sharp 0.01 dropped seed 0 from 99.0 to 94.7 %), and there it fades with the rates
-    (seeds 0-9: 95.5 % against 94.85 %, the worst seed 92.0 % against 86.7 %; on ring-sharp fading cost
-    a little: seeds 0-5 99.17 % against 99.63 %)."""
+    """Chapter 4's default remedies: a learned mixture of 100 latent Gaussians (means and scales at 3x G's
+    rate), a lazy R1 penalty on D, sampling from an average of G's weights, rates falling along a half
+    cosine over the run's 6,000 steps; D judges pairs of samples (PacGAN2), which keeps each mode about
+    as wide as the data's, except on grid-sharp, where a packed trial run had not found the modes by the
+    end. How each was chosen, with the measurements and commands: data/gan_tuning.md."""
     grid = info.get("data") == "grid-sharp"
-    return {"dim": info["shape"][0], "hidden": 128, "pack": 1, "latent_components": 100, "latent_scale": 0.1,
-            "latent_lr": 3.0, "r1": 0.01 if grid else 0.03, "r1_every": 4, "r1_follows_lr": grid,
-            "ema": 0.999, "lr_decay_steps": 6000}
+    return {"dim": info["shape"][0], "hidden": 128, "pack": 1 if grid else 2, "latent_components": 100,
+            "latent_scale": 0.1, "latent_lr": 3.0, "r1": 0.01 if grid else 0.03, "r1_every": 4,
+            "r1_follows_lr": grid, "ema": 0.999, "lr_decay_steps": 6000}
 
 
 # GANs run fixed step counts, so a seed reproduces a run exactly; the 2-D GAN keeps its best weights by
@@ -468,9 +314,11 @@ register(ModelSpec(
 register(ModelSpec(
     name="nsf",
     cls=RealNVP,
-    # a spline coupling does far more than an affine one: 4 blocks (so more steps fit the budget);
-    # the learning rate halves every 800 steps (picked from a few trial runs on ring)
-    config_for=lambda info: {**_flow_config(info), "coupling": "spline", "num_blocks": 4, "lr_halflife": 800},
+    # a spline coupling does far more than an affine one: 4 blocks (so more steps fit the budget); the
+    # learning rate halves after every 15 % of the run (about the 800 steps picked from trial runs on ring,
+    # of the ~5,300 that a 110-second run takes on one idle core)
+    config_for=lambda info: {**_flow_config(info), "coupling": "spline", "num_blocks": 4,
+                             "lr_schedule": "halving:0.15"},
     data_kinds=("points", "categorical"),
     train={"budget_seconds": 110, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
     description="neural spline flow: RealNVP's blocks with rational-quadratic spline couplings (ch. 5)",
@@ -499,10 +347,9 @@ from .diffusion import DDPM  # noqa: E402
 
 def _diffusion_config(info: dict) -> dict:
     if info["kind"] == "points":
-        # the learning rate decays (half cosine) to 0 over 14,000 steps, about what the
-        # 100-second budget held on 2 shared cores: the last steps settle the sharp modes
-        # (a faster machine then spends the rest of the budget at rate 0, harmlessly)
-        return {"shape": tuple(info["shape"]), "kind": "points", "lr_decay_steps": 14_000}
+        # the learning rate falls along a half cosine to 0 at the end of the run: the last steps settle
+        # the sharp modes
+        return {"shape": tuple(info["shape"]), "kind": "points", "lr_schedule": "cosine"}
     # images: DDIM with 100 steps by default, since the 1,000 DDPM steps for the
     # 1,000 samples that the sample metrics draw take minutes on a CPU; a shorter
     # weight average, because a CPU budget gives the U-Net only ~2,000 steps
@@ -521,3 +368,21 @@ register(ModelSpec(
                 "sample_steps=50 eta=0.0 (ch. 6)",
     threads=lambda info: 1 if info["kind"] == "points" else None,  # an MLP on points, a U-Net on images
 ))
+
+
+# The run layer moved to dgm.run (train, test_metrics, load_checkpoint, default_threads); these
+# names remain while the chapters move over.
+def __getattr__(name: str) -> Any:
+    if name in ("train", "test_metrics", "load_checkpoint", "default_threads"):
+        from . import run
+
+        return getattr(run, name) if name != "test_metrics" else _test_metrics_by_name
+    raise AttributeError(f"module 'dgm.registry' has no attribute {name!r}")
+
+
+def _test_metrics_by_name(model, data_name, binarize=None, sample_quality=True, sample_n=None):
+    from . import data as data_module
+    from . import run
+
+    return run.test_metrics(model, data_module.load(data_name, "test", binarize=binarize),
+                            sample_quality=sample_quality, sample_n=sample_n)

@@ -68,7 +68,7 @@ class History:
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped :func:`fit`. The model already holds its best weights so far (as at a normal
-    end); ``history`` says how many steps were done. :func:`dgm.registry.train` adds ``model``."""
+    end); ``history`` says how many steps were done. :func:`dgm.run.train` adds ``model``."""
 
     def __init__(self, history: History) -> None:
         super().__init__(f"training interrupted after {history.steps} steps")
@@ -338,32 +338,44 @@ class _BestWeights:
 
 class _RunProgress:
     """The fraction of the run done: steps over ``max_steps`` or seconds over ``budget_seconds``,
-    whichever is further along. Learning-rate schedules are functions of it."""
+    whichever is further along, read once per step. Learning-rate schedules are functions of it."""
 
     def __init__(self, max_steps: int | None, budget_seconds: float | None) -> None:
         self.max_steps, self.budget_seconds = max_steps, budget_seconds
-        self.step, self.start = 0, time.perf_counter()
+        self.start, self.fraction = time.perf_counter(), 0.0  # the first step runs at the starting rate
 
-    def __call__(self) -> float:
-        if self.step == 0:  # the first step runs at the starting rate
-            return 0.0
-        done = 0.0
-        if self.max_steps:
-            done = self.step / self.max_steps
+    def advance(self, step: int) -> None:
+        done = step / self.max_steps if self.max_steps else 0.0
         if self.budget_seconds is not None:
             done = max(done, (time.perf_counter() - self.start) / self.budget_seconds)
-        return min(done, 1.0)
+        self.fraction = min(done, 1.0)
 
 
-def _lr_schedules(model: GenerativeModel, optimizers: list, progress: _RunProgress) -> list:
-    """One ``LambdaLR`` per optimizer following ``model.lr_schedule`` over the run (none when constant)."""
-    from .base import check_lr_schedule, lr_schedule_factor
+class _LearningRates:
+    """``model.lr_schedule`` applied to every optimizer: one ``LambdaLR`` each, stepped after every
+    training step. Each parameter group also carries the current factor as ``lr_factor``, for models
+    whose other weights follow the rate (the GAN's R1 penalty)."""
 
-    schedule = check_lr_schedule(model.lr_schedule)
-    if schedule == "constant":
-        return []
-    factor = lambda _: lr_schedule_factor(schedule, progress())  # noqa: E731  (the run's fraction, not a count)
-    return [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in optimizers]
+    def __init__(self, model: GenerativeModel, optimizers: list, progress: _RunProgress) -> None:
+        from .base import check_lr_schedule, lr_schedule_factor
+
+        schedule = check_lr_schedule(model.lr_schedule)
+        self.factor = lambda: lr_schedule_factor(schedule, progress.fraction)  # noqa: E731
+        self.schedulers = [] if schedule == "constant" else [
+            torch.optim.lr_scheduler.LambdaLR(opt, lambda _: self.factor()) for opt in optimizers]
+        self.optimizers = optimizers
+        self._mark()
+
+    def step(self) -> None:
+        for scheduler in self.schedulers:
+            scheduler.step()
+        self._mark()
+
+    def _mark(self) -> None:
+        factor = self.factor() if self.schedulers else 1.0
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr_factor"] = factor
 
 
 class _RunningMeans:
@@ -419,7 +431,7 @@ def _fit(model, train, labels, val, first_view, *, batch_size, lr, max_steps, bu
     optimizers = model.configure_optimizers(lr)
     start, cpu_start = time.perf_counter(), time.process_time()
     progress_of_run = _RunProgress(max_steps, budget_seconds)
-    schedules = _lr_schedules(model, optimizers, progress_of_run)
+    learning_rates = _LearningRates(model, optimizers, progress_of_run)
     train, labels = train.to(device), labels.to(device) if labels is not None else None
     val = tuple(t.to(device) for t in val) if isinstance(val, (tuple, list)) else val
     val = val.to(device) if torch.is_tensor(val) else val
@@ -441,9 +453,8 @@ def _fit(model, train, labels, val, first_view, *, batch_size, lr, max_steps, bu
                 break
             values = _step_values(model.training_step(batches.next(), optimizers), step + 1, lr, world)
             step += 1
-            progress_of_run.step = step
-            for schedule in schedules:
-                schedule.step()
+            progress_of_run.advance(step)
+            learning_rates.step()
             log.add(values)
             if bar is not None:
                 bar.update(1)
