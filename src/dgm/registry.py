@@ -259,7 +259,7 @@ register(ModelSpec(
 register(ModelSpec(
     name="cgan",
     cls=ConditionalGAN,
-    # AC-GAN's auxiliary classifier, weight 10 (digits, seeds 0-2: 94/94/90 % class accuracy; 85 % without)
+    # AC-GAN's auxiliary classifier at weight 10: samples show the requested digit more often (data/tuning.md)
     config_for=lambda info: {**_gan_image_config(info), "aux_weight": 10.0},
     data_kinds=("grey", "categorical"),
     train={"max_steps": 1500, "batch_size": 64, "lr": 5e-4, "eval_every": 100, "patience": None},
@@ -294,8 +294,8 @@ def _flow_config(info: dict) -> dict:
 
 
 def _realnvp_config(info: dict) -> dict:
-    """Points: a base of 16 learned Gaussians, so separate islands of mass need no bridges (110 s on
-    ring, seeds 0-2: 0.012 / 0.001 / 0.021 nats above the entropy; with N(0, I) the median was 0.113)."""
+    """Points: a base of 16 learned Gaussians, so separate islands of mass need no bridges (the
+    measurements that chose it: data/tuning.md)."""
     config = _flow_config(info)
     if info["kind"] == "points":
         config["base_components"] = 16
@@ -315,8 +315,7 @@ register(ModelSpec(
     name="nsf",
     cls=RealNVP,
     # a spline coupling does far more than an affine one: 4 blocks (so more steps fit the budget); the
-    # learning rate halves after every 15 % of the run (about the 800 steps picked from trial runs on ring,
-    # of the ~5,300 that a 110-second run takes on one idle core)
+    # learning rate halves after every 15 % of the run (data/tuning.md)
     config_for=lambda info: {**_flow_config(info), "coupling": "spline", "num_blocks": 4,
                              "lr_schedule": "halving:0.15"},
     data_kinds=("points", "categorical"),
