@@ -2,10 +2,17 @@
 
 The learner writes four functions; each checker compares them with
 :mod:`dgm.diffusion` on shown and hidden cases (hidden schedules of several
-lengths, hidden shapes, both ends of the chain, several ``eta``):
+lengths, hidden shapes, both ends of the chain, several ``eta``).
+
+Step arguments are code indices, counted from 0 as in :mod:`dgm.diffusion` and
+Hugging Face ``diffusers``: code index ``i`` is the book's step ``t = i + 1``
+(``book/notation.md``, "Where the code counts differently"), so ``betas[i]``
+is ``beta_{i+1}`` of the book's ``beta_1 .. beta_T`` and ``abar[i]`` is
+``alpha-bar_{i+1}``; index ``-1`` stands for the data, step 0, where
+``abar = 1``. The formulas below use the indices:
 
 * ``q_sample(x0, t, noise, betas) -> x_t``:
-  ``sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` with ``abar_t = prod_{s<=t} (1 - beta_s)``,
+  ``sqrt(abar[t]) x0 + sqrt(1 - abar[t]) noise`` with ``abar[t] = prod_{s<=t} (1 - betas[s])``,
   ``t`` a long tensor ``(B,)`` of indices ``0..T-1``;
 * ``ddim_step(eps, x_t, t, t_prev, betas, eta, noise) -> x_prev``: one DDIM
   step from index ``t`` to the earlier index ``t_prev`` (``-1`` = the data,
@@ -16,7 +23,7 @@ lengths, hidden shapes, both ends of the chain, several ``eta``):
   network's parameters;
 * ``ddpm_step(eps, x_t, t, betas, noise) -> x_{t-1}``: one ancestral step, the
   mean of the posterior ``q(x_{t-1} | x_t, x_0)`` at the guess ``x0_hat`` plus
-  ``sqrt(beta~_t) noise``, no noise at ``t = 0``.
+  ``sqrt(beta~_t) noise``, no noise at index ``t = 0`` (step 1, whose step back is the data).
 
 Every checker has float32 and float64 cases (the schedule stays float64) and
 wants the answer in the dtype of ``x``.
@@ -107,8 +114,9 @@ def _cumprod(betas):
 
 Q_SAMPLE_MISTAKES = (
     Mistake("alpha_t instead of alpha-bar_t", _q_with(lambda b, t: (1 - b)[t]),
-            "q(x_t | x_0) jumps t+1 steps at once: use abar_t = prod_{s<=t} (1 - beta_s) "
-            "(torch.cumprod(1 - betas, 0)[t]), not the one-step alpha_t = 1 - beta_t."),
+            "q(x_t | x_0) jumps every step up to t at once: use alpha-bar_t, the product of (1 - beta_s) "
+            "over steps 1..t, which is torch.cumprod(1 - betas, 0)[t] at code index t (step t + 1), "
+            "not the one-step alpha = 1 - betas[t]."),
     Mistake("(1 - abar_t) instead of sqrt(1 - abar_t) on the noise", _q_with(lambda b, t: _cumprod(b)[t], lambda v: v),
             "1 - abar_t is the VARIANCE of the noise; multiply the standard normal noise by its square root."),
     Mistake("abar_t instead of sqrt(abar_t) on x0", lambda x0, t, n, b: (
@@ -116,11 +124,11 @@ Q_SAMPLE_MISTAKES = (
             "the mean of q(x_t | x_0) is sqrt(abar_t) x_0: take the square root of abar_t."),
     Mistake("off by one: abar_{t-1} (one step too few)",
             _q_with(lambda b, t: torch.cat([torch.ones(1, dtype=b.dtype), _cumprod(b)])[t]),
-            "index t = 0 has already been noised once: abar_0 = 1 - beta_0, so use cumprod(1 - betas)[t] "
-            "(do not prepend a 1 or use t - 1)."),
+            "code index 0 is step 1, already noised once: cumprod(1 - betas)[0] = 1 - betas[0] (the book's "
+            "1 - beta_1), so use cumprod(1 - betas)[t] (do not prepend a 1 or use t - 1)."),
     Mistake("off by one: abar_{t+1} (one step too many)",
             _q_with(lambda b, t: torch.cat([_cumprod(b), _cumprod(b)[-1:]])[t + 1]),
-            "index t is the (t+1)-th noising step, and abar_t = cumprod(1 - betas)[t]: no t + 1."),
+            "code index t is step t + 1 already, and its alpha-bar is cumprod(1 - betas)[t]: no t + 1."),
 )
 
 
