@@ -6,30 +6,40 @@
 #   bash data/gan_mode_collapse.sh                      # all data sets, variants and seeds
 #   SEEDS="0 1" DATASETS=ring-sharp VARIANT_NAMES="plain GAN" bash data/gan_mode_collapse.sh
 #
-# The comparison variants run STEPS (default 1500) steps with the settings the table was made
-# with before the default changed (hidden=256, lr 1e-3, no R1, no weight average, constant rates), pinned here so
-# they reproduce; seeds 0..4. The default row is the CLI's own default (6000 steps), seeds 0..9; on
-# grid-sharp its R1 weight fades with the learning rate (r1_follows_lr).
-# Every run keeps its best weights by the validation Parzen score, scored every 500 steps
-# (GAN.validation_score; the JSON's best_step and val_score).
-# Runs one at a time with OMP_NUM_THREADS=1 (single-thread CPU seconds).
+# One budget for every row: the CLI's default training (its steps, width 128, learning rate 2e-3
+# falling along a half cosine to 0 over the run, the best checkpoint by the validation Parzen score
+# every 500 steps, GAN.validation_score). Only the remedies differ. The plain GAN switches every
+# remedy of the default off; each of the next rows switches one remedy on (or changes G's loss);
+# "earlier default" is the default before issue 19 (no packing; ring-sharp only, since on grid-sharp
+# it is today's); the last row is the CLI's default itself. Comparison rows: seeds 0..2; the default:
+# seeds 0..9. Variants run in the order below (both data sets each), so a partial run has the first
+# rows complete.
+# Runs one at a time with OMP_NUM_THREADS=1 (single-thread CPU seconds); JOBS=2 runs two at once.
+# A failed run stops the script (set -e, pipefail), and the lines of the runs before it stay in OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-data/gan_mode_collapse.jsonl}
 DATASETS=${DATASETS:-"ring-sharp grid-sharp"}
 PYTHON=${PYTHON:-python}
-STEPS=${STEPS:-1500}
-OLD="--steps $STEPS --lr 1e-3 --set hidden=256 r1=0 ema=0 lr_decay_steps=0"
+JOBS=${JOBS:-1}
+DEFAULT_NAME="default"
+# every remedy of the default off; a variant's row keeps the default's value of what it does not set
+# (the R1 weight and whether it fades, per data set: src/dgm/registry.py, _gan_points_config)
+PLAIN="pack=1 latent_components=0 r1=0 ema=0"
 declare -A VARIANTS=(
-  ["plain GAN"]="$OLD pack=1 latent_components=0"
-  ["feature matching"]="$OLD loss=feature_matching pack=1 latent_components=0"
-  ["denoising feature matching"]="$OLD loss=denoising pack=1 latent_components=0"
-  ["PacGAN2"]="$OLD pack=2 latent_components=0"
-  ["latent mixture + lazy R1 + weight average + cosine rate + best checkpoint (default)"]=""
+  ["plain GAN"]="$PLAIN"
+  ["feature matching"]="$PLAIN loss=feature_matching"
+  ["denoising feature matching"]="$PLAIN loss=denoising"
+  ["packing (PacGAN2)"]="pack=2 latent_components=0 r1=0 ema=0"
+  ["latent mixture"]="pack=1 r1=0 ema=0"
+  ["R1 penalty"]="pack=1 latent_components=0 ema=0"
+  ["weight average"]="pack=1 latent_components=0 r1=0"
+  ["earlier default (no packing)"]="pack=1"
+  ["$DEFAULT_NAME"]=""
 )
-declare -A DEFAULT_SEEDS=(
-  ["latent mixture + lazy R1 + weight average + cosine rate + best checkpoint (default)"]="0 1 2 3 4 5 6 7 8 9"
-)
+declare -A DEFAULT_SEEDS=(["$DEFAULT_NAME"]="0 1 2 3 4 5 6 7 8 9")
+# the default before issue 19 differs from today's on ring-sharp only (grid-sharp does not pack)
+declare -A ONLY_ON=(["earlier default (no packing)"]="ring-sharp")
 # each JSON line gets the variant's name and, from the run's checkpoint, the model's settings and the
 # trainer's (so a test can tell when the CLI's default has moved away from the table's default rows)
 ADD_SETTINGS='import json, os, sys, torch
@@ -37,17 +47,21 @@ r = json.loads(sys.stdin.read())
 checkpoint = torch.load(r["checkpoint"], weights_only=True)
 r.update(config=checkpoint["config"], train=checkpoint["train"], variant=os.environ["VARIANT"])
 print(json.dumps(r))'
-VARIANT_NAMES=${VARIANT_NAMES:-"plain GAN|feature matching|denoising feature matching|PacGAN2|latent mixture + lazy R1 + weight average + cosine rate + best checkpoint (default)"}
+VARIANT_NAMES=${VARIANT_NAMES:-"plain GAN|feature matching|denoising feature matching|packing (PacGAN2)|latent mixture|R1 penalty|weight average|earlier default (no packing)|$DEFAULT_NAME"}
 IFS='|' read -r -a NAMES <<< "$VARIANT_NAMES"
-for data in $DATASETS; do
-  for variant in "${NAMES[@]}"; do
-    for seed in ${SEEDS:-${DEFAULT_SEEDS[$variant]:-0 1 2 3 4}}; do
+RUNS=${RUNS:-/tmp/gan_mode_collapse_runs}  # checkpoints, one folder per variant
+for variant in "${NAMES[@]}"; do
+  for data in $DATASETS; do
+    [[ -n "${ONLY_ON[$variant]:-}" && "${ONLY_ON[$variant]}" != "$data" ]] && continue
+    for seed in ${SEEDS:-${DEFAULT_SEEDS[$variant]:-0 1 2}}; do
+      while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+      # each line is appended as its run ends (with JOBS > 1 not in the loop's order)
       # shellcheck disable=SC2086
-      OMP_NUM_THREADS=1 DGM_PROGRESS=off $PYTHON -m dgm train gan --data "$data" --seed "$seed" --device cpu \
-          --out /tmp/gan_mode_collapse_runs ${VARIANTS[$variant]} \
+      (OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 DGM_PROGRESS=off $PYTHON -m dgm train gan --data "$data" --seed "$seed" \
+          --device cpu --out "$RUNS/${variant//[^A-Za-z0-9]/_}" --set ${VARIANTS[$variant]} \
         | tail -n 1 \
-        | VARIANT="$variant" $PYTHON -c "$ADD_SETTINGS" \
-        >> "$OUT"
+        | VARIANT="$variant" $PYTHON -c "$ADD_SETTINGS" >> "$OUT") &
     done
   done
 done
+while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n; done

@@ -11,7 +11,7 @@ from scipy import integrate, stats
 from torch import nn
 
 from dgm import gan, registry
-from dgm.base import GenerativeModel, half_cosine_factor
+from dgm.base import GenerativeModel, lr_schedule_factor
 from dgm.train import fit
 
 # ---- the theory in 1-D -------------------------------------------------------
@@ -111,7 +111,7 @@ def test_feature_matching_loss_is_zero_for_equal_means_and_only_moves_the_fake_s
 @pytest.mark.parametrize("loss", gan.GENERATOR_LOSSES)
 def test_gan_trains_with_every_loss_and_keeps_the_api(loss):
     x = torch.randn(512, 2)
-    model = gan.GAN(hidden=16, depth=2, loss=loss, pack=2, r1=0.1, latent_components=4, lr_decay=0.9, ema=0.9)
+    model = gan.GAN(hidden=16, depth=2, loss=loss, pack=2, r1=0.1, latent_components=4, lr_schedule="halving:0.5", ema=0.9)
     before = [p.detach().clone() for p in model.generator.parameters()]
     # no validation set: the last weights stay (with one, the best evaluation's would, maybe the first)
     history = fit(model, x, None, max_steps=6, batch_size=64, eval_every=3, progress=False, device="cpu")
@@ -210,40 +210,42 @@ def test_fit_keeps_the_gans_best_weights_by_the_parzen_score():
 def test_weight_average_follows_the_generator_and_is_what_sample_uses():
     torch.manual_seed(0)
     model = gan.GAN(hidden=16, depth=2, pack=1, latent_components=3, ema=0.5)
-    start = [p.detach().clone() for p in model.generator_parameters()]
-    assert all(torch.equal(a, p) for a, p in zip(model.averaged_weights(), start))  # starts at G's weights
+    live = lambda: list(model.sampler.parameters())  # noqa: E731  G and the latent mixture
+    averages = lambda: list(model.ema.module.parameters())  # noqa: E731  their averages, in the same order
+    start = [p.detach().clone() for p in live()]
+    assert all(torch.equal(a, p) for a, p in zip(averages(), start))  # starts at G's weights
     fit(model, torch.randn(256, 2), None, max_steps=20, batch_size=64, progress=False, device="cpu")
-    raw, averaged = model.generator_parameters(), model.averaged_weights()
-    assert len(averaged) == len(raw) and int(model.ema_updates) == 20
+    raw, averaged = live(), averages()
+    assert len(averaged) == len(raw) == len(model.generator_parameters()) and int(model.ema.n_averaged) == 21
     # the average moved with training, but lags behind: it differs from both the start and the last weights
     assert any(not torch.equal(a, s) for a, s in zip(averaged, start))
     assert any(not torch.allclose(a, p) for a, p in zip(averaged, raw))
-    # one update by hand: avg <- beta avg + (1 - beta) w with beta = min(0.5, 21 / 30)
-    expected = [a + 0.5 * (p.detach() - a) for a, p in zip(averaged, raw)]
-    model.update_average()
-    assert all(torch.allclose(a, e) for a, e in zip(model.averaged_weights(), expected))
-    # sample() uses the averaged weights; sample(averaged=False) the raw ones; swapping leaves G unchanged
+    # one update by hand: avg <- beta avg + (1 - beta) w with beta = min(0.5, 21 / 30) after 20 updates
+    expected = [a.detach() + 0.5 * (p.detach() - a.detach()) for a, p in zip(averaged, raw)]
+    model.ema.update_parameters(model.sampler)
+    assert all(torch.allclose(a, e) for a, e in zip(averages(), expected))
+    # sample() uses the averaged weights; sample(averaged=False) the raw ones, which it leaves unchanged
     z_seed = 3
     torch.manual_seed(z_seed)
     from_average = model.sample(50)
     torch.manual_seed(z_seed)
     from_raw = model.sample(50, averaged=False)
     assert not torch.allclose(from_average, from_raw)
-    assert all(torch.equal(p, q) for p, q in zip(raw, model.generator_parameters()))
-    model.swap_in_average()
+    assert all(torch.equal(p, q) for p, q in zip(raw, live()))
     torch.manual_seed(z_seed)
-    assert torch.equal(model.sample(50, averaged=False), from_average)
-    model.swap_in_average()
+    assert torch.equal(model.generate(model.latent(50, model.ema.module), model.ema.module), from_average)
     # the average is saved with the model: a clone from config + state_dict samples the same points
     clone = gan.GAN(**model.config)
     clone.load_state_dict(model.state_dict())
     torch.manual_seed(z_seed)
     assert torch.equal(clone.sample(50), from_average)
+    # and it is not counted as parameters twice
+    assert model.num_parameters() == sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in averaged)
 
 
 def test_without_averaging_sample_uses_the_raw_generator():
     model = gan.GAN(hidden=8, depth=1, ema=0.0)
-    assert not any(name.startswith("ema_") for name, _ in model.named_buffers())
+    assert "ema" not in dict(model.named_children())
     torch.manual_seed(1)
     a = model.sample(10)
     torch.manual_seed(1)
@@ -298,33 +300,32 @@ def test_packing_puts_pack_samples_in_one_row():
     assert torch.equal(packed[1], torch.tensor([6.0, 7, 8, 9, 10, 11]))
 
 
-def test_gan_learning_rates_follow_the_half_cosine_and_restart_with_a_new_fit():
+def _rates_of_each_step(model, steps, x, lr=0.01):
+    """Every optimizer group's learning rate at each step of a ``fit`` of ``steps`` steps."""
+    rates, step_once = [], model.training_step
+
+    def recording(batch, optimizers):
+        rates.append([group["lr"] for opt in optimizers for group in opt.param_groups])
+        return step_once(batch, optimizers)
+
+    model.training_step = recording
+    fit(model, x, None, max_steps=steps, batch_size=64, lr=lr, progress=False, device="cpu")
+    del model.training_step
+    return rates
+
+
+def test_gan_learning_rates_follow_the_half_cosine_over_each_fit():
     x = torch.randn(256, 2)
-    model = gan.GAN(hidden=8, depth=1, pack=1, lr_decay_steps=4)
-    rates = []
-    for _ in range(2):  # a second fit starts its schedule again
-        optimizers = model.configure_optimizers(0.01)
-        for _ in range(6):
-            model.training_step(x[:64], optimizers)
-            rates.append([group["lr"] for opt in optimizers for group in opt.param_groups])
-    expected = [0.01 * 0.5 * (1 + math.cos(math.pi * min(k / 4, 1))) for k in range(6)]
-    assert [r[0] for r in rates] == pytest.approx(expected * 2)
+    model = gan.GAN(hidden=8, depth=1, pack=1, lr_schedule="cosine")
+    rates = _rates_of_each_step(model, 4, x) + _rates_of_each_step(model, 6, x)  # a second fit starts again
+    expected = [0.01 * lr_schedule_factor("cosine", k / 4) for k in range(4)]
+    expected += [0.01 * lr_schedule_factor("cosine", k / 6) for k in range(6)]
+    assert [r[0] for r in rates] == pytest.approx(expected)
     assert all(r == pytest.approx([r[0]] * len(r)) for r in rates)  # D and G together
 
 
-def test_gan_lr_decay_multiplies_the_rates_by_its_value_every_1000_steps():
-    model = gan.GAN(hidden=8, depth=1, pack=1, lr_decay=0.5)
-    optimizers = model.configure_optimizers(0.01)
-    x = torch.randn(64, 2)
-    rates = []
-    for _ in range(4):
-        model.training_step(x, optimizers)
-        rates.append([group["lr"] for opt in optimizers for group in opt.param_groups])
-    assert rates == [pytest.approx([0.01 * 0.5 ** (k / 1000)] * 2) for k in range(4)]
-
-
 def test_latent_mixture_learns_at_its_own_rate_and_follows_the_schedule():
-    model = gan.GAN(hidden=8, depth=1, pack=1, latent_components=4, latent_lr=3.0, lr_decay_steps=4)
+    model = gan.GAN(hidden=8, depth=1, pack=1, latent_components=4, latent_lr=3.0, lr_schedule="cosine")
     opt_d, opt_g = model.configure_optimizers(0.01)
     assert [g["lr"] for g in opt_d.param_groups] == [0.01]
     assert [g["lr"] for g in opt_g.param_groups] == [0.01, 0.03]
@@ -333,11 +334,9 @@ def test_latent_mixture_learns_at_its_own_rate_and_follows_the_schedule():
     assert not mixture & {id(p) for p in opt_g.param_groups[0]["params"]}
     # every G parameter is in exactly one group
     assert sum(len(g["params"]) for g in opt_g.param_groups) == len(model.generator_parameters())
-    x = torch.randn(64, 2)
-    for _ in range(3):
-        model.training_step(x, [opt_d, opt_g])
+    rates = _rates_of_each_step(model, 4, torch.randn(256, 2))
     factor = 0.5 * (1 + math.cos(math.pi * 2 / 4))  # the rates of the third step
-    assert [g["lr"] for g in opt_g.param_groups] == pytest.approx([0.01 * factor, 0.03 * factor])
+    assert rates[2] == pytest.approx([0.01 * factor, 0.01 * factor, 0.03 * factor])  # D, G, the mixture
     # without a mixture there is nothing to give a rate: one group
     plain = gan.GAN(hidden=8, depth=1, pack=1, latent_lr=3.0)
     assert [g["lr"] for g in plain.configure_optimizers(0.01)[1].param_groups] == [0.01]
@@ -365,18 +364,20 @@ def test_lazy_r1_applies_the_penalty_every_nth_step_with_n_times_the_weight(monk
 
 
 def test_r1_can_fade_with_the_learning_rate(monkeypatch):
-    """``r1_follows_lr``: the penalty's weight at step k is ``r1`` times the rates' half-cosine factor."""
+    """``r1_follows_lr``: the penalty's weight at step k is ``r1`` times the run's schedule factor."""
     monkeypatch.setattr(gan, "r1_penalty", lambda discriminator, real: torch.tensor(1.0))
     x = torch.randn(64, 2)
     d_losses = {}
     for r1, follows in ((0.0, False), (0.2, False), (0.2, True)):
         torch.manual_seed(0)
-        model = gan.GAN(hidden=8, depth=1, pack=1, r1=r1, lr_decay_steps=8, r1_follows_lr=follows)
-        optimizers = model.configure_optimizers(0.01)
-        d_losses[r1, follows] = [float(model.training_step(x, optimizers)["d_loss"]) for _ in range(8)]
+        model = gan.GAN(hidden=8, depth=1, pack=1, r1=r1, lr_schedule="cosine", r1_follows_lr=follows)
+        losses, step_once = [], model.training_step
+        model.training_step = lambda batch, opts: losses.append(step_once(batch, opts)) or losses[-1]
+        fit(model, x, None, max_steps=8, batch_size=64, lr=0.01, progress=False, device="cpu")
+        d_losses[r1, follows] = [float(values["d_loss"]) for values in losses]
     for follows in (False, True):
         extra = [b - a for a, b in zip(d_losses[0.0, False], d_losses[0.2, follows])]
-        factors = [half_cosine_factor(k, 8) if follows else 1.0 for k in range(8)]
+        factors = [lr_schedule_factor("cosine", k / 8) if follows else 1.0 for k in range(8)]
         assert extra == pytest.approx([0.5 * 0.2 * f for f in factors], abs=1e-6)
 
 
@@ -384,12 +385,10 @@ def test_r1_can_fade_with_the_learning_rate(monkeypatch):
     ({"loss": "wasserstein"}, "loss must be one of"),
     ({"latent_lr": 0.0}, "latent_lr"),
     ({"r1_every": 0}, "r1_every must be a positive integer"),
-    ({"lr_decay_steps": -1}, "lr_decay_steps"),
-    ({"lr_decay_steps": 100, "lr_decay": 0.5}, "one learning-rate schedule"),
+    ({"lr_schedule": "linear"}, "lr_schedule must be"),
     ({"pack": 0}, "pack must be a positive integer"),
     ({"r1": -1.0}, "r1"),
     ({"latent_components": -2}, "latent_components"),
-    ({"lr_decay": 1.5}, "lr_decay"),
     ({"ema": 1.0}, "ema"),
     ({"latent_scale": 0.0}, "latent_scale"),
     ({"r1_follows_lr": 1}, "r1_follows_lr must be True or False"),
@@ -540,26 +539,47 @@ def test_fit_batches_labels_with_their_examples():
         fit(Recorder(), (x, y[:10]), None, max_steps=1, progress=False)
 
 
-def test_the_mode_collapse_tables_default_rows_come_from_the_current_default():
-    """Chapter 4 reads data/gan_mode_collapse.jsonl; when the CLI's default changes, its rows must be remade."""
+def _mode_collapse_rows() -> list[dict]:
     from pathlib import Path
 
+    path = Path(__file__).parents[1] / "data" / "gan_mode_collapse.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_the_mode_collapse_tables_default_rows_come_from_the_current_default():
+    """Chapter 4 reads data/gan_mode_collapse.jsonl; when the CLI's default changes, its rows must be remade."""
     from dgm import data
 
-    rows = [json.loads(line) for line in
-            (Path(__file__).parents[1] / "data" / "gan_mode_collapse.jsonl").read_text().splitlines() if line.strip()]
-    defaults = [r for r in rows if r["variant"].endswith("(default)")]
+    defaults = [r for r in _mode_collapse_rows() if r["variant"] == "default"]
     assert {r["data"] for r in defaults} == {"ring-sharp", "grid-sharp"}
     spec = registry.get("gan")
     for data_name in ("ring-sharp", "grid-sharp"):
         group = [r for r in defaults if r["data"] == data_name]
         assert sorted(r["seed"] for r in group) == list(range(10))
         model = registry.build("gan", data.load(data_name, "val").info())
-        assert {r["params"] for r in group} == {sum(p.numel() for p in model.parameters())}
+        assert {r["params"] for r in group} == {model.num_parameters()}
         assert {r["steps"] for r in group} == {spec.train["max_steps"]}
         stale = "the CLI's default changed: remake the default rows with data/gan_mode_collapse.sh"
         assert all(r["config"] == json.loads(json.dumps(model.config)) for r in group), stale
         assert all({key: r["train"][key] for key in spec.train} == spec.train for r in group), stale
+
+
+def test_every_row_of_the_mode_collapse_table_has_the_same_budget():
+    """The chapter compares remedies, so only the remedies may differ between rows: the steps, width,
+    learning rate and its schedule, batch and the rule that picks the kept weights are the default's,
+    and every row has the numbers the table shows."""
+    spec = registry.get("gan")
+    rows = _mode_collapse_rows()
+    budget = {(r["steps"], r["config"]["hidden"], r["config"]["depth"], r["config"]["lr_schedule"],
+               json.dumps(r["train"] | {"seed": None}, sort_keys=True)) for r in rows}
+    train = dict(spec.train, max_steps=spec.train["max_steps"], seed=None)
+    assert budget == {(spec.train["max_steps"], 128, 3, "cosine", json.dumps(train, sort_keys=True))}
+    for r in rows:
+        assert {"modes_captured", "high_quality_frac", "mode_std_ratio", "energy_distance"} <= set(r)
+    seeds = {}
+    for r in rows:
+        seeds.setdefault((r["data"], r["variant"]), set()).add(r["seed"])
+    assert all(len(s) >= 3 for s in seeds.values()), seeds
 
 
 def test_registry_builds_the_chapter_models():

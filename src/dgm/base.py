@@ -231,7 +231,8 @@ class GenerativeModel(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.config: dict[str, Any] = {}
+        # the constructor's arguments, recorded before its body ran (_captures_config); readable from here on
+        self.config: dict[str, Any] = self.__dict__.get("config", {})
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import DataSpec, GenerativeModel, check_positive_int, half_cosine_factor, set_learning_rate_factor
+from .base import DataSpec, GenerativeModel, WeightAverage, check_lr_schedule, check_positive_int
 
 GENERATOR_LOSSES = ("classification", "saturating", "nonsaturating", "feature_matching", "denoising")
 
@@ -157,7 +157,7 @@ class AdversarialModel(GenerativeModel):
         # beta1 = 0.5 (Radford et al. 2016): less momentum keeps the two players from overshooting
         betas = (0.5, 0.999)
         fused = self.fused_adam or None
-        self._steps_taken = 0  # a new fit starts any learning-rate schedule again
+        self._updates = 0  # a new fit counts its steps again (lazy R1 penalises every r1_every-th D step)
         return [torch.optim.Adam(self.discriminator_parameters(), lr=lr, betas=betas, fused=fused),
                 torch.optim.Adam(self.generator_param_groups(lr), lr=lr, betas=betas, fused=fused)]
 
@@ -201,6 +201,18 @@ class AdversarialModel(GenerativeModel):
         return torch.randn(n, self.config["latent_dim"], device=self.device)
 
 
+class _Sampler(nn.Module):
+    """The part of a GAN that sampling uses: G, and the latent mixture's means and log-scales if it has one
+    (shared with the GAN, not copies); what the GAN's weight average averages."""
+
+    def __init__(self, generator: nn.Module, latent_means: nn.Parameter | None,
+                 latent_log_scales: nn.Parameter | None) -> None:
+        super().__init__()
+        self.generator = generator
+        if latent_means is not None:
+            self.latent_means, self.latent_log_scales = latent_means, latent_log_scales
+
+
 class GAN(AdversarialModel):
     """A GAN of MLPs for 2-D points (the toy sets; PacGAN's ``ring-sharp``/``grid-sharp``).
 
@@ -216,7 +228,7 @@ class GAN(AdversarialModel):
             double backward costs a third of a step; at 4 the run is about a
             sixth faster and the average pull on D is unchanged.
         r1_follows_lr: the R1 weight falls with the learning rates (the same factor
-            of ``lr_decay`` or ``lr_decay_steps``). R1 keeps D flat on the real
+            of ``lr_schedule``). R1 keeps D flat on the real
             points, which steadies the early game but leaves little force on fakes
             a few widths from a mode; fading it as the rates fall lets D sharpen
             around the modes in the last phase, and G's samples follow.
@@ -229,20 +241,18 @@ class GAN(AdversarialModel):
             G's rate (their own optimizer group). Each component has to travel
             to a mode and shrink to its width while G's weights settle; at the
             same rate as G too many of them stay wide or between modes.
-        lr_decay: both learning rates are multiplied by this every 1000 steps
-            (1 = constant); a shrinking step lets the players settle on the
-            modes instead of circling around them.
-        lr_decay_steps: both learning rates fall along a half cosine to 0 over
-            this many steps (0 = off), as in :class:`dgm.diffusion.DDPM`: a long
-            run at a high rate can end in a collapse, one that ends at rate 0
-            settles.
+        lr_schedule: both learning rates over the run (the trainer applies it,
+            :func:`dgm.base.lr_schedule_factor`): ``"cosine"`` falls to 0 at the
+            run's end, as :class:`dgm.diffusion.DDPM` on points does; a long run
+            at a high rate can end in a collapse, one that ends at rate 0 settles.
         ema: generator weight averaging (Yazici et al. 2019): ``0`` = off;
             ``beta`` in ``(0, 1)`` keeps an exponential moving average of G's
             weights (and the latent mixture's), ``avg <- beta avg + (1 - beta) w``
             after every G step, and ``sample`` uses the average. ``beta`` ramps up
-            as ``min(ema, (1 + t) / (10 + t))`` after ``t`` updates, so the random
-            start is forgotten (over 6,000 steps the ramp, not ``ema``, sets it:
-            the average weighs step t by about t^8, mostly the last fifth of training). The raw G
+            as ``min(ema, (1 + t) / (10 + t))`` after ``t`` updates
+            (:class:`dgm.base.WeightAverage` with ``warmup``), so the random
+            start is forgotten; over a run of a few thousand steps the ramp, not
+            ``ema``, sets it, and the average weighs mostly the last fifth. The raw G
             jitters around the equilibrium as the two players chase each
             other; the average sits near its centre, so samples land on the
             modes instead of beside them.
@@ -253,8 +263,8 @@ class GAN(AdversarialModel):
 
     def __init__(self, dim: int = 2, latent_dim: int = 2, hidden: int = 256, depth: int = 3,
                  loss: str = "nonsaturating", pack: int = 2, r1: float = 0.0, d_steps: int = 1,
-                 latent_components: int = 0, lr_decay: float = 1.0, ema: float = 0.0,
-                 latent_scale: float = 0.2, lr_decay_steps: int = 0, latent_lr: float = 1.0, r1_every: int = 1,
+                 latent_components: int = 0, ema: float = 0.0, latent_scale: float = 0.2,
+                 lr_schedule: str = "constant", latent_lr: float = 1.0, r1_every: int = 1,
                  r1_follows_lr: bool = False):
         super().__init__()
         for name, value in (("dim", dim), ("latent_dim", latent_dim), ("hidden", hidden), ("depth", depth),
@@ -264,10 +274,7 @@ class GAN(AdversarialModel):
             raise ValueError(f"loss must be one of {', '.join(GENERATOR_LOSSES)}, got {loss!r}")
         if r1 < 0:
             raise ValueError(f"r1 (gradient penalty weight) must be >= 0, got {r1}")
-        if isinstance(lr_decay_steps, bool) or not isinstance(lr_decay_steps, int) or lr_decay_steps < 0:
-            raise ValueError(f"lr_decay_steps must be an integer >= 0 (0 = constant rates), got {lr_decay_steps!r}")
-        if lr_decay_steps and lr_decay != 1.0:
-            raise ValueError("set one learning-rate schedule: lr_decay (per 1000 steps) or lr_decay_steps (half cosine)")
+        self.lr_schedule = check_lr_schedule(lr_schedule)
         if not latent_scale > 0:
             raise ValueError(f"latent_scale (initial std of the latent mixture's components) must be > 0, got {latent_scale}")
         if not isinstance(r1_follows_lr, bool):
@@ -276,16 +283,8 @@ class GAN(AdversarialModel):
             raise ValueError(f"latent_lr (the latent mixture's learning rate, as a multiple of G's) must be > 0, got {latent_lr}")
         if not 0 <= ema < 1:
             raise ValueError(f"ema (weight-averaging decay) must be in [0, 1), e.g. 0.999; 0 = off; got {ema}")
-        if not 0 < lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in (0, 1], got {lr_decay}")
         if isinstance(latent_components, bool) or not isinstance(latent_components, int) or latent_components < 0:
             raise ValueError(f"latent_components must be an integer >= 0 (0 = one Gaussian), got {latent_components!r}")
-        self.config = dict(dim=dim, latent_dim=latent_dim, hidden=hidden, depth=depth, loss=loss,
-                           pack=pack, r1=float(r1), d_steps=d_steps, latent_components=latent_components,
-                           lr_decay=float(lr_decay), ema=float(ema),
-                           latent_scale=float(latent_scale), lr_decay_steps=lr_decay_steps,
-                           latent_lr=float(latent_lr), r1_every=r1_every,
-                           r1_follows_lr=r1_follows_lr)
         if latent_components:
             # DeLiGAN's initialisation: means uniform in [-1, 1], scales latent_scale (0.2); both trained with G
             self.latent_means = nn.Parameter(torch.rand(latent_components, latent_dim) * 2 - 1)
@@ -298,32 +297,12 @@ class GAN(AdversarialModel):
         if loss == "denoising":
             # a denoising autoencoder on D's features: r(f + noise) ~ f
             self.denoiser = mlp([hidden, hidden, hidden])
+        # what sampling uses: G and its latent mixture. A view, not a registered submodule (its weights are
+        # saved once, as GAN's own); the weight average keeps a copy of it, and sample() reads that copy
+        self.__dict__["sampler"] = _Sampler(self.generator, getattr(self, "latent_means", None),
+                                            getattr(self, "latent_log_scales", None))
         if ema:
-            # buffers, not parameters: no optimizer touches them, and they are saved in checkpoints
-            for i, p in enumerate(self.generator_parameters()):
-                self.register_buffer(f"ema_{i}", p.detach().clone())
-            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
-
-    def averaged_weights(self) -> list[torch.Tensor]:
-        """The moving averages of :meth:`generator_parameters`, in the same order (needs ``ema > 0``)."""
-        return [getattr(self, f"ema_{i}") for i in range(len(self.generator_parameters()))]
-
-    @torch.no_grad()
-    def update_average(self) -> None:
-        """``avg <- beta avg + (1 - beta) w``; ``beta`` ramps up from 0 so the random start is forgotten."""
-        t = int(self.ema_updates)
-        beta = min(self.config["ema"], (1 + t) / (10 + t))
-        weights = [p.detach() for p in self.generator_parameters()]
-        torch._foreach_lerp_(self.averaged_weights(), weights, 1 - beta)  # one call for all tensors
-        self.ema_updates += 1
-
-    def swap_in_average(self) -> None:
-        """Exchange G's weights with their averages (call twice to swap back)."""
-        with torch.no_grad():
-            for avg, p in zip(self.averaged_weights(), self.generator_parameters()):
-                tmp = p.detach().clone()
-                p.copy_(avg)
-                avg.copy_(tmp)
+            self.ema = WeightAverage(self.sampler, ema, warmup=True)
 
     def generator_parameters(self):
         params = list(self.generator.parameters())
@@ -331,19 +310,20 @@ class GAN(AdversarialModel):
             params += [self.latent_means, self.latent_log_scales]
         return params
 
-    def latent(self, n: int) -> torch.Tensor:
+    def latent(self, n: int, sampler: "_Sampler | None" = None) -> torch.Tensor:
         """G's input ``(n, latent_dim)``: standard normal noise, or the learned mixture's."""
+        sampler = sampler or self.sampler
         z = torch.randn(n, self.config["latent_dim"], device=self.device)
         if self.config["latent_components"]:
             k = torch.randint(self.config["latent_components"], (n,), device=self.device)
-            z = self.latent_means[k] + self.latent_log_scales[k].exp() * z
+            z = sampler.latent_means[k] + sampler.latent_log_scales[k].exp() * z
         return z
 
     def generator_param_groups(self, lr: float) -> list[dict]:
         if not self.config["latent_components"]:
             return super().generator_param_groups(lr)
         # the mixture's own rate: its means and scales must travel to the modes and shrink while G's
-        # weights settle (grid-sharp, seeds 0-3: 25/25 modes on every seed at 3x; 10x collapses some seeds)
+        # weights settle (3x: data/tuning.md)
         return [{"params": list(self.generator.parameters())},
                 {"params": [self.latent_means, self.latent_log_scales], "lr": lr * self.config["latent_lr"]}]
 
@@ -395,21 +375,16 @@ class GAN(AdversarialModel):
         self.data_mean.copy_(x_train.mean(0))
         self.data_scale.copy_(x_train.std(0).mean())
 
-    def generate(self, z: torch.Tensor) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, sampler: "_Sampler | None" = None) -> torch.Tensor:
         """``(n, latent_dim) -> (n, dim)`` in data units."""
-        return self.generator(z) * self.data_scale + self.data_mean
+        return (sampler or self.sampler).generator(z) * self.data_scale + self.data_mean
 
     @torch.no_grad()
     def sample(self, n: int, averaged: bool = True) -> torch.Tensor:
         """``n`` points ``(n, dim)``; with ``ema > 0`` from the averaged generator unless ``averaged=False``."""
         check_positive_int("n", n)
-        if not (averaged and self.config["ema"]):
-            return self.generate(self.latent(n))
-        self.swap_in_average()
-        try:
-            return self.generate(self.latent(n))
-        finally:
-            self.swap_in_average()
+        sampler = self.ema.module if averaged and self.config["ema"] else self.sampler
+        return self.generate(self.latent(n, sampler), sampler)
 
     def packed(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, dim) -> (B // pack, pack * dim)``: D's input (standardised), ``pack`` samples per row."""
@@ -428,16 +403,10 @@ class GAN(AdversarialModel):
         if len(x) < 2 * self.config["pack"]:
             raise ValueError(f"batch of {len(x)} is too small for pack={self.config['pack']}; use a larger batch")
         opt_d, opt_g = optimizers
-        step = getattr(self, "_steps_taken", 0)
-        rate_factor = 1.0
-        if self.config["lr_decay"] != 1.0:
-            rate_factor = self.config["lr_decay"] ** (step / 1000)
-            set_learning_rate_factor(optimizers, rate_factor)
-        if self.config["lr_decay_steps"]:
-            rate_factor = half_cosine_factor(step, self.config["lr_decay_steps"])
-            set_learning_rate_factor(optimizers, rate_factor)
+        step = getattr(self, "_updates", 0)
+        self._updates = step + 1
+        rate_factor = opt_d.param_groups[0].get("lr_factor", 1.0)  # the trainer's schedule, now
         r1 = self.config["r1"] * (rate_factor if self.config["r1_follows_lr"] else 1.0)
-        self._steps_taken = step + 1
         loss_name = self.config["loss"]
         game = "classification" if loss_name == "classification" else "log"
         for d_step in range(self.config["d_steps"]):
@@ -464,7 +433,7 @@ class GAN(AdversarialModel):
         g_loss.backward()
         opt_g.step()
         if self.config["ema"]:
-            self.update_average()
+            self.ema.update_parameters(self.sampler)
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
     def _generator_loss(self, x: torch.Tensor) -> torch.Tensor:
@@ -558,7 +527,6 @@ class DCGAN(AdversarialModel):
             raise ValueError(f"loss must be 'nonsaturating', 'saturating' or 'classification', got {loss!r}")
         if num_levels is not None and num_levels < 2:
             raise ValueError(f"num_levels must be None (grey images) or >= 2, got {num_levels}")
-        self.config = dict(shape=shape, num_levels=num_levels, latent_dim=latent_dim, channels=channels, loss=loss)
         self.generator = ConvGenerator(latent_dim + self.label_dim, shape[1], channels)
         self.discriminator = ConvDiscriminator(1 + self.label_dim, shape[1], channels)
 
@@ -665,8 +633,6 @@ class ConditionalGAN(DCGAN):
             raise ValueError(f"aux_weight (AC-GAN classifier loss weight) must be >= 0 (0 = off), got {aux_weight}")
         self.label_dim = num_classes  # read by DCGAN.__init__ to size both networks
         super().__init__(shape, num_levels, latent_dim, channels, loss)
-        self.config["num_classes"] = num_classes
-        self.config["aux_weight"] = float(aux_weight)
         if aux_weight:
             side = self.config["shape"][1]
             # the same architecture as D, but it sees the image only and outputs one logit per class
@@ -752,9 +718,8 @@ class Translator(nn.Module):
 
     Residual, like CycleGAN's ResNet generators: it starts near the identity, so the cycle loss
     starts small and each generator only learns the *difference* between the styles. A plain
-    convolutional net ending in a sigmoid let ``G_BA`` collapse to all-black images (we measured
-    a mean output of 0.001 and a cycle error equal to doing nothing), a state the cycle loss
-    cannot leave because the saturated sigmoid passes no gradient.
+    convolutional net ending in a sigmoid let ``G_BA`` collapse to all-black images (data/tuning.md),
+    a state the cycle loss cannot leave because the saturated sigmoid passes no gradient.
     """
 
     def __init__(self, channels: int):
@@ -795,7 +760,6 @@ class CycleGAN(AdversarialModel):
         check_positive_int("disc_channels", disc_channels)
         if cycle_weight < 0:
             raise ValueError(f"cycle_weight must be >= 0, got {cycle_weight}")
-        self.config = dict(shape=shape, channels=channels, disc_channels=disc_channels, cycle_weight=float(cycle_weight))
         self.generator = nn.ModuleDict({"ab": Translator(channels), "ba": Translator(channels)})
         self.discriminator = nn.ModuleDict({"a": ConvDiscriminator(1, shape[1], disc_channels),
                                             "b": ConvDiscriminator(1, shape[1], disc_channels)})

@@ -196,11 +196,3 @@ def class_balance(predicted: torch.Tensor, num_classes: int = 10) -> float:
     freq = torch.bincount(predicted.long(), minlength=num_classes).double() / len(predicted)
     entropy = -(freq[freq > 0] * freq[freq > 0].log()).sum()
     return float(entropy.exp() / num_classes)
-
-
-def sample_metrics(model, data_name: str, n: int | None = None, seed: int = 0) -> dict[str, float]:
-    """Moved to :func:`dgm.run.score_samples` (which takes the test split); kept while the chapters move over."""
-    from . import data as data_module
-    from .run import score_samples
-
-    return score_samples(model, data_module.load(data_name, "test"), n=n, seed=seed)

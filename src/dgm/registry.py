@@ -231,7 +231,7 @@ def _gan_points_config(info: dict) -> dict:
     grid = info.get("data") == "grid-sharp"
     return {"dim": info["shape"][0], "hidden": 128, "pack": 1 if grid else 2, "latent_components": 100,
             "latent_scale": 0.1, "latent_lr": 3.0, "r1": 0.01 if grid else 0.03, "r1_every": 4,
-            "r1_follows_lr": grid, "ema": 0.999, "lr_decay_steps": 6000}
+            "r1_follows_lr": grid, "ema": 0.999, "lr_schedule": "cosine"}
 
 
 # GANs run fixed step counts, so a seed reproduces a run exactly; the 2-D GAN keeps its best weights by
@@ -245,7 +245,7 @@ register(ModelSpec(
     description="GAN of MLPs for 2-D points; --set loss=saturating|nonsaturating|classification|"
                 "feature_matching|denoising pack=M r1=G r1_every=N r1_follows_lr=True|False latent_components=K "
                 "latent_lr=F ema=B hidden=H "
-                "lr_decay_steps=N (set N to --steps; 0 = constant rates) (ch. 4)",
+                "lr_schedule=cosine|constant|halving:F (ch. 4)",
 ))
 register(ModelSpec(
     name="dcgan",
@@ -367,21 +367,3 @@ register(ModelSpec(
                 "sample_steps=50 eta=0.0 (ch. 6)",
     threads=lambda info: 1 if info["kind"] == "points" else None,  # an MLP on points, a U-Net on images
 ))
-
-
-# The run layer moved to dgm.run (train, test_metrics, load_checkpoint, default_threads); these
-# names remain while the chapters move over.
-def __getattr__(name: str) -> Any:
-    if name in ("train", "test_metrics", "load_checkpoint", "default_threads"):
-        from . import run
-
-        return getattr(run, name) if name != "test_metrics" else _test_metrics_by_name
-    raise AttributeError(f"module 'dgm.registry' has no attribute {name!r}")
-
-
-def _test_metrics_by_name(model, data_name, binarize=None, sample_quality=True, sample_n=None):
-    from . import data as data_module
-    from . import run
-
-    return run.test_metrics(model, data_module.load(data_name, "test", binarize=binarize),
-                            sample_quality=sample_quality, sample_n=sample_n)
