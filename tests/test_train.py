@@ -155,30 +155,6 @@ def test_not_a_generative_model_is_rejected():
         fit(nn.Linear(2, 2), torch.zeros(4, 2), max_steps=1)
 
 
-def test_learning_rate_factor_is_relative_to_the_starting_rate():
-    from dgm.base import set_learning_rate_factor
-
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
-    set_learning_rate_factor([opt], 0.5)
-    set_learning_rate_factor([opt], 0.25)  # relative to 0.2, not to the 0.1 set before
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
-    set_learning_rate_factor([opt], 1.0)
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
-    with pytest.raises(ValueError, match=">= 0"):
-        set_learning_rate_factor([opt], -0.1)
-
-
-def test_half_cosine_factor_falls_from_one_to_zero_and_stays_there():
-    from dgm.base import half_cosine_factor
-
-    factors = [half_cosine_factor(step, 8) for step in range(12)]
-    assert factors[0] == 1.0 and factors[4] == pytest.approx(0.5) and factors[2] == pytest.approx(0.5 + 0.5 ** 1.5)
-    assert factors[8:] == [0.0] * 4
-    assert all(a > b for a, b in zip(factors[:8], factors[1:9]))
-    with pytest.raises(ValueError, match="total_steps > 0"):
-        half_cosine_factor(3, 0)
-
-
 def test_schedule_factors_span_the_run():
     from dgm.base import lr_schedule_factor
 

@@ -431,29 +431,6 @@ def _halving_fraction(schedule: str) -> float:
     return fraction
 
 
-def set_learning_rate_factor(optimizers: list[torch.optim.Optimizer], factor: float) -> None:
-    """One step of a learning-rate schedule: every parameter group's rate becomes ``factor`` times
-    the rate it had the first time this was called (remembered as ``start_lr`` in the group).
-
-    Models whose defaults include a schedule call this at the start of ``training_step`` with the
-    factor for the current step, so the trainer stays schedule-free.
-    """
-    if not factor >= 0:
-        raise ValueError(f"a learning-rate factor must be >= 0, got {factor}")
-    for opt in optimizers:
-        for group in opt.param_groups:
-            group.setdefault("start_lr", group["lr"])
-            group["lr"] = group["start_lr"] * factor
-
-
-def half_cosine_factor(step: int, total_steps: int) -> float:
-    """The factor ``(1 + cos(pi * min(step / total_steps, 1))) / 2`` of a half-cosine schedule:
-    1 at step 0, 0 from ``total_steps`` on (use with :func:`set_learning_rate_factor`)."""
-    if total_steps <= 0:
-        raise ValueError(f"a half-cosine schedule needs total_steps > 0, got {total_steps}")
-    return 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0)))
-
-
 def check_positive_int(name: str, value: Any) -> int:
     """Return ``value`` as an int if it is a positive integer, else raise a helpful error."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
