@@ -95,17 +95,13 @@ def test_student_notebook_runs_through_without_strict_mode(number, monkeypatch):
         assert expected in text, expected
 
 
-def _paths(number: str):
-    return CHAPTERS / f"{number}_assignment.ipynb", CHAPTERS / f"{number}_assignment_student.ipynb"
-
-
 def test_every_chapter_has_an_assignment():
     assert ASSIGNMENTS == ["01", "02", "03", "04", "05", "06"]
 
 
 @pytest.mark.parametrize("number", ASSIGNMENTS)
 def test_committed_student_notebook_is_up_to_date(number, tmp_path):
-    source, student = _paths(number)
+    source, student = SPECS[number].source, SPECS[number].student
     fix = f"run `python -m dgm.checks make-student chapters/{source.name}`"
     assert student.exists(), fix
     fresh = make_student_notebook(source, tmp_path / student.name)
@@ -114,7 +110,7 @@ def test_committed_student_notebook_is_up_to_date(number, tmp_path):
 
 @pytest.mark.parametrize("number", ASSIGNMENTS)
 def test_notebooks_are_committed_without_outputs(number):
-    for path in _paths(number):
+    for path in (SPECS[number].source, SPECS[number].student):
         for cell in nbformat.read(path, as_version=4).cells:
             if cell.cell_type == "code":
                 assert not cell.outputs and cell.execution_count is None, path.name
@@ -141,7 +137,7 @@ def test_student_notebook_fails_in_strict_mode(number, monkeypatch):
 
     monkeypatch.setenv("DGM_CHECKS_STRICT", "1")
     with pytest.raises(CellExecutionError, match="not implemented yet"):
-        execute(_paths(number)[1])
+        execute(SPECS[number].student)
 
 
 def _all_checkers():

@@ -341,3 +341,25 @@ def test_a_probe_case_reports_its_message():
     assert result.passed
     result = run_checks(lambda: 2, [probe_case("probe", lambda fn: None if fn() == 1 else "fn() is not 1")])
     assert result.failures[0].message == "fn() is not 1"
+
+
+def test_parameter_gradient_problem_tells_each_way_a_loss_can_fail_to_train():
+    from dgm.checks import parameter_gradient_problem
+
+    def build():
+        torch.manual_seed(0)
+        return torch.nn.Linear(3, 2), torch.randn(5, 3)
+
+    def reference(net, x):
+        return net(x).pow(2).mean()
+
+    assert parameter_gradient_problem(lambda net, x: net(x).pow(2).sum() / 10, reference, build) is None
+    assert "Python number" in parameter_gradient_problem(lambda net, x: float(reference(net, x)), reference, build)
+    with_no_grad = parameter_gradient_problem(lambda net, x: reference(net, x).detach(), reference, build)
+    assert "no gradient reaches the network's parameters" in with_no_grad
+
+    def half_cut(net, x):  # the right value, but one factor of the square is detached
+        y = net(x)
+        return (y * y.detach()).mean()
+
+    assert "different gradient" in parameter_gradient_problem(half_cut, reference, build, cut="y was detached")

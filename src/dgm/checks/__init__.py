@@ -543,6 +543,30 @@ def _weights_like(outputs: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.rand(o.shape, generator=gen, dtype=torch.float64).to(o.dtype) + 0.5 for o in outputs]
 
 
+def parameter_gradient_problem(fn: Callable, reference: Callable, build: Callable[[], tuple], *,
+                               what: str = "the loss", cut: str = "part of it was cut from the graph",
+                               atol: float = 1e-6, rtol: float = 1e-5) -> str | None:
+    """``None`` when a loss ``fn(network, *args)`` sends the network's parameters the gradient that
+    ``reference`` does, else what is wrong. ``build()`` returns a fresh, seeded ``(network, *args)`` for
+    each call. ``cut`` names what was probably detached when only the gradient differs."""
+    grads = []
+    for loss_fn in (reference, fn):
+        network, *args = build()
+        with torch.enable_grad():
+            loss = loss_fn(network, *args)
+            if not isinstance(loss, torch.Tensor):
+                return (f"returned {summarize_value(loss)}: a Python number has no gradient (.item() or float() "
+                        "ends the graph); return the scalar tensor so that training can call .backward() on it")
+            if not loss.requires_grad:
+                return (f"no gradient reaches the network's parameters: {what} was computed under torch.no_grad(), "
+                        "with .detach() or through .data, so the network could not learn from it")
+            loss.backward()
+        grads.append([p.grad if p.grad is not None else torch.zeros_like(p) for p in network.parameters()])
+    if any(not torch.allclose(a, b, atol=atol, rtol=rtol) for a, b in zip(*grads)):
+        return f"the value is right but the network's parameters get a different gradient: {cut}"
+    return None
+
+
 def gradient_problem(fn: Callable, reference: Callable, args: tuple, grad_args: Sequence[int], *,
                      names: Sequence[str] | None = None, seed: int | None = None,
                      atol: float = 1e-6, rtol: float = 1e-5) -> str | None:

@@ -36,8 +36,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from . import (Case, CheckResult, Mistake, _first, finish, generator_problem, module_problem, probe_case,
-               run_checks, scalar_loss_problem, summarize_value)
+from . import (Case, CheckResult, Mistake, _first, finish, generator_problem, module_problem,
+               parameter_gradient_problem, probe_case, run_checks, scalar_loss_problem, summarize_value)
 
 __all__ = ["check_autoregressive_nll", "check_sample_autoregressive", "reference_nll", "NLL_MISTAKES",
     "check_made_masks",
@@ -754,21 +754,8 @@ def _nll_case(name: str, batch: int, d: int, seed: int, hidden: bool, dtype: tor
 
 
 def _nll_gradient_probe(fn: Callable) -> str | None:
-    grads = []
-    for nll in (reference_nll, fn):
-        net, x = _nll_case("", 12, 6, 77, True).build_args()
-        loss = nll(net, x)
-        if not isinstance(loss, torch.Tensor):
-            return (f"returned {summarize_value(loss)}: a Python number has no gradient (.item() or float() ends the "
-                    "graph); return the scalar tensor, so that training can call .backward() on it")
-        if not loss.requires_grad:
-            return ("no gradient reaches the network's parameters: the NLL was computed under torch.no_grad(), "
-                    "with .detach() or through .data, so it cannot train the network")
-        loss.backward()
-        grads.append([p.grad if p.grad is not None else torch.zeros_like(p) for p in net.parameters()])
-    if any(not torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(*grads)):
-        return "the value is right but the network's parameters get a different gradient: part of it was cut from the graph"
-    return None
+    return parameter_gradient_problem(fn, reference_nll, _nll_case("", 12, 6, 77, True).build_args, what="the NLL",
+                                      atol=1e-5, rtol=1e-4)
 
 
 def _nll_scalar(got: Any, args: tuple) -> str | None:

@@ -44,7 +44,8 @@ from typing import Any, Callable
 
 import torch
 
-from . import Case, CheckResult, Mistake, as_dtype, finish, probe_case, run_checks, scalar_loss_problem, summarize_value
+from . import (Case, CheckResult, Mistake, as_dtype, finish, parameter_gradient_problem, probe_case, run_checks,
+               scalar_loss_problem, summarize_value)
 
 __all__ = ["check_q_sample", "check_ddim_step", "check_noise_prediction_loss", "check_ddpm_step", "q_sample_cases",
            "ddim_step_cases", "Q_SAMPLE_MISTAKES", "DDIM_MISTAKES", "DDPM_MISTAKES", "LOSS_MISTAKES", "TinyDenoiser"]
@@ -352,23 +353,10 @@ def _loss_gradient_probe(fn: Callable) -> str | None:
     """Gradients must reach the network's parameters exactly as from the reference loss."""
     x0, noise = _randn(90, 6, 3), _randn(91, 6, 3)
     t, betas = torch.tensor([0, 5, 17, 30, 49, 2]), _random_betas(92, 50)
-    grads = []
-    for loss_fn in (_reference_loss, fn):
-        model = TinyDenoiser(3, 93)
-        loss = loss_fn(model, x0.clone(), t.clone(), noise.clone(), betas.clone())
-        if not isinstance(loss, torch.Tensor):
-            return (f"returned {summarize_value(loss)}: a Python number has no gradient (.item() or float() ends the "
-                    "graph); return the scalar tensor so that training can call .backward() on it")
-        if not loss.requires_grad:
-            return ("no gradient reaches the network's parameters: the loss was computed under torch.no_grad(), with "
-                    ".detach() or through .data, so the network could not learn from it")
-        loss.backward()
-        grads.append([p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()])
-    for ref, yours in zip(*grads):
-        if not torch.allclose(ref, yours, atol=1e-9, rtol=1e-7):
-            return ("the loss value is right but the network's parameters get a different gradient: part of the "
-                    "computation (the prediction, or x_t fed to the network) was cut from the graph")
-    return None
+    return parameter_gradient_problem(
+        fn, _reference_loss, lambda: (TinyDenoiser(3, 93), x0.clone(), t.clone(), noise.clone(), betas.clone()),
+        cut="part of the computation (the prediction, or x_t fed to the network) was cut from the graph",
+        atol=1e-9, rtol=1e-7)
 
 
 def _scalar_loss(got: Any, args: tuple) -> str | None:
