@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_the_comparison_has_a_checkpoint_per_family():
     for name, _, _ in compare.ENTRIES:
-        assert f"{name}-digits-seed0.pt" in MANIFEST, f"no shipped checkpoint for {name} (chapter 7 loads it)"
+        assert f"{name}-digits-seed0.pt" in MANIFEST, f"no shipped checkpoint for {name} (chapter 8 loads it)"
 
 
 def test_sizes_and_recorded_commands():

@@ -16,7 +16,11 @@ SMALL = {"made": {"hidden_sizes": (32,)}, "pixelcnn": {"channels": 8, "num_layer
          "wavenet": {"channels": 8}, "gan": {"hidden": 16}, "dcgan": {"channels": 8}, "cgan": {"channels": 8},
          "cyclegan": {"channels": 4, "disc_channels": 4}, "realnvp": {"num_blocks": 2}, "nsf": {"num_blocks": 1},
          "maf": {"num_blocks": 1}, "iaf": {"num_blocks": 1}, "ddpm": {"timesteps": 50},
-         "transformer": {"dim": 16, "heads": 2, "num_layers": 1}}
+         "transformer": {"dim": 16, "heads": 2, "num_layers": 1},
+         "fm": {"hidden": 16, "num_layers": 2, "eval_steps": 2}, "fm-guided": {"channels": 8, "eval_steps": 2},
+         "fm-latent": {"ae_steps": 2, "ae_hidden": (32,), "hidden": 16, "num_layers": 2, "eval_steps": 2},
+         "ebm": {"hidden": 16, "num_layers": 2, "langevin_steps": 2, "sample_steps": 5, "grid": 50},
+         "ncsn": {"hidden": 16, "num_layers": 2, "num_levels": 3, "steps_per_level": 2}}
 DATA_FOR = {"points": "ring", "categorical": "digits", "grey": "mnist5k", "binary": "mnist5k-bin"}
 
 
@@ -78,3 +82,23 @@ def test_the_same_seed_and_steps_give_bit_identical_weights(name):
                       threads=1)
         digests.append((checkpoints.weights_digest(model.state_dict()), history.train, history.val))
     assert digests[0] == digests[1]
+
+
+@pytest.mark.parametrize("name", sorted(registry.MODELS))
+def test_default_runs_are_defined_by_steps_on_every_kind_of_data(name):
+    # a wall-clock budget gives a slower laptop a different run; a number of steps repeats the page's numbers
+    spec = registry.MODELS[name]
+    for kind in spec.data_kinds:
+        settings = spec.train_settings({"kind": kind, "data": "?"})
+        assert "budget_seconds" not in settings, (kind, settings)
+        assert isinstance(settings.get("max_steps"), int) and settings["max_steps"] >= 0, (kind, settings)
+
+
+def test_a_time_budget_replaces_the_default_steps(monkeypatch):
+    from dgm import train as train_module
+
+    seen = {}
+    monkeypatch.setattr(train_module, "fit", lambda model, *a, **settings: seen.update(settings) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        run.train("gmm", "ring", budget_seconds=0.5, progress=False)
+    assert seen["budget_seconds"] == 0.5 and "max_steps" not in seen

@@ -222,12 +222,13 @@ def test_animate_rejects_bad_input():
 # ----------------------------------------------------------------- model_map
 def test_families_keys_and_chapters():
     assert list(plot.FAMILIES) == [
-        "independent", "autoregressive", "flow", "vae", "diffusion", "markov", "gan", "markov_sampler",
+        "independent", "autoregressive", "flow", "continuous_flow", "vae", "diffusion", "markov", "gan",
+        "markov_sampler",
     ]
     chapters = {k: f.chapter for k, f in plot.FAMILIES.items()}
     assert chapters == {
-        "independent": 1, "autoregressive": 2, "flow": 5, "vae": 3, "diffusion": 6,
-        "markov": None, "gan": 4, "markov_sampler": None,
+        "independent": 1, "autoregressive": 2, "flow": 5, "continuous_flow": 7, "vae": 3, "diffusion": 6,
+        "markov": 7, "gan": 4, "markov_sampler": 7,
     }
     name, chapter, examples = plot.FAMILIES["vae"]
     assert isinstance(name, str) and chapter == 3 and examples

@@ -392,6 +392,21 @@ class WeightAverage(torch.optim.swa_utils.AveragedModel):
         torch._foreach_lerp_(averages, current, 1 - decay)  # one call for all tensors
 
 
+class AveragedNetworkModel(GenerativeModel):
+    """A model that trains one network, ``self.network``, with Adam, and samples and evaluates with
+    ``self.ema``, a :class:`WeightAverage` of it (diffusion, flow matching, score networks)."""
+
+    def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
+        """Adam on the trained network only (the moving average is not a parameter to optimise)."""
+        return [torch.optim.Adam(self.network.parameters(), lr=lr)]
+
+    def training_step(self, x: Any, optimizers: list[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
+        """One Adam step on the loss, then move the average towards the new weights."""
+        losses = super().training_step(x, optimizers)
+        self.ema.update_parameters(self.network)
+        return losses
+
+
 def lr_schedule_factor(schedule: str, progress: float) -> float:
     """The learning-rate factor of ``schedule`` at ``progress`` (the fraction of the run done, 0..1).
 
@@ -429,6 +444,46 @@ def _halving_fraction(schedule: str) -> float:
         raise ValueError(f"in lr_schedule 'halving:F', F is the fraction of the run after which the rate "
                          f"halves, a number > 0 such as 0.25; got {schedule!r}")
     return fraction
+
+
+def mlp(sizes: Sequence[int], activation: Callable[[], nn.Module] = nn.ReLU, dropout: float = 0.0,
+        zero_last: bool = False) -> nn.Sequential:
+    """Linear layers ``sizes[0] -> sizes[1] -> ...`` with ``activation()`` (then dropout, if any) between
+    them and nothing after the last. ``zero_last`` starts the last layer at zero, so that a network
+    predicting a change (a flow's coupling) begins as "no change"."""
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if i:
+            layers.append(activation())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(fan_in, fan_out))
+    if zero_last:
+        nn.init.zeros_(layers[-1].weight)
+        nn.init.zeros_(layers[-1].bias)
+    return nn.Sequential(*layers)
+
+
+@torch.no_grad()
+def standardize_points(model: nn.Module, x_train: torch.Tensor, target_std: float = 1.0) -> None:
+    """Set a points model's buffers ``data_mean`` ``(D,)`` and ``data_scale`` ``()`` from ``x_train`` ``(N, D)``,
+    so that ``(x - data_mean) / data_scale`` has mean 0 and standard deviation ``target_std`` over all
+    coordinates: one scale for every axis, which keeps the data's shape (a ring stays round)."""
+    x_train = x_train.float()
+    model.data_mean.copy_(x_train.mean(0))
+    model.data_scale.copy_((x_train - model.data_mean).std() / target_std)
+
+
+def gaussian_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor,
+                logvar2: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2)))`` in nats (arguments broadcast):
+
+        1/2 * (logvar2 - logvar1 + (exp(logvar1) + (mean1 - mean2)^2) / exp(logvar2) - 1).
+
+    Sum it over the dimensions for diagonal Gaussians. Chapter 3's KL to the prior N(0, I) and every
+    term of chapter 6's diffusion bound are this one formula. Log-variances, not variances, so that a
+    tiny variance (a confident encoder) cannot underflow to 0 and make the log infinite."""
+    return 0.5 * (logvar2 - logvar1 + (logvar1.exp() + (mean1 - mean2) ** 2) * torch.exp(-logvar2) - 1)
 
 
 def check_positive_int(name: str, value: Any) -> int:

@@ -1,7 +1,7 @@
 """``python -m dgm``: list, train, evaluate and sample from the book's models.
 
     python -m dgm list
-    python -m dgm train MODEL --data NAME [--budget-seconds S] [--steps N] [--seed N] [--out DIR]
+    python -m dgm train MODEL --data NAME [--steps N | --budget-seconds S] [--seed N] [--out DIR]
     python -m dgm eval CKPT
     python -m dgm sample CKPT -n 64 -o samples.png
     python -m dgm classifier --data digits|mnist5k [--out data/checkpoints]
@@ -132,7 +132,10 @@ def _check_train_args(args: argparse.Namespace) -> None:
 def cmd_list(_: argparse.Namespace) -> int:
     print("models:")
     for name, spec in sorted(registry.MODELS.items()):
-        print(f"  {name:14s} {spec.description}  [data: {', '.join(spec.data_kinds)}]")
+        steps = {kind: spec.train_settings({"kind": kind})["max_steps"] for kind in spec.data_kinds}
+        steps_text = ", ".join(f"{n:,} on {kind}" for kind, n in steps.items()) if len(set(steps.values())) > 1 \
+            else f"{next(iter(steps.values())):,}"
+        print(f"  {name:14s} {spec.description}  [data: {', '.join(spec.data_kinds)}; default steps: {steps_text}]")
     print("data sets:")
     for name, description in data_module.DATASETS.items():
         print(f"  {name:14s} {description}")
@@ -333,8 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model, save a checkpoint, print JSON")
     train.add_argument("model", help="model name (see `python -m dgm list`)")
     train.add_argument("--data", required=True, help="data set name (see `python -m dgm list`)")
-    train.add_argument("--budget-seconds", type=float, default=None, help="wall-clock training budget")
-    train.add_argument("--steps", type=int, default=None, help="maximum optimizer steps")
+    train.add_argument("--steps", type=int, default=None,
+                       help="optimizer steps (default: the model's, so a seed repeats the run exactly)")
+    train.add_argument("--budget-seconds", type=float, default=None,
+                       help="wall-clock budget instead of the default steps (for benchmarks: not repeatable)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default="runs", help="folder for the checkpoint (default: runs/)")
     train.add_argument("--lr", type=float, default=None)
@@ -367,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     sample.set_defaults(func=cmd_sample)
 
-    cmp = sub.add_parser("compare", help="every family on the same data: one table (chapter 7)")
+    cmp = sub.add_parser("compare", help="every family on the same data: one table (chapter 8)")
     cmp.add_argument("--data", default="digits")
     cmp.add_argument("--train", action="store_true", help="retrain every model instead of loading data/checkpoints")
     cmp.add_argument("--budget-seconds", type=float, default=None, help="with --train: budget per model")

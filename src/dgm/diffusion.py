@@ -28,7 +28,7 @@ Pieces, each small enough to read next to the paper:
 * reverse steps :func:`ddpm_step` (ancestral) and :func:`ddim_step` (any eta,
   any earlier target step), the loop :func:`sample_loop` and
   :func:`ddim_timesteps`;
-* the bound: :func:`gaussian_kl`, :func:`discretized_gaussian_log_likelihood`,
+* the bound: :func:`~dgm.base.gaussian_kl`, :func:`discretized_gaussian_log_likelihood`,
   and :meth:`DDPM.bound_terms` (L_T, L_{t-1}, L_0 in nats);
 * networks: :class:`MLPDenoiser` (2-D points) and :class:`UNet` (images),
   both conditioned on ``t`` through :func:`timestep_embedding`;
@@ -48,8 +48,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import (DataSpec, GenerativeModel, WeightAverage, check_levels, check_lr_schedule,
-                   check_positive_int)
+from .base import (AveragedNetworkModel, DataSpec, GenerativeModel, WeightAverage, check_levels,
+                   check_lr_schedule, check_positive_int, gaussian_kl, standardize_points)
 
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddpm", "ddim")
@@ -277,11 +277,6 @@ def sample_loop(eps_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 # ---------------------------------------------------------------------------
 # the bound
 # ---------------------------------------------------------------------------
-def gaussian_kl(mean1: torch.Tensor, var1: torch.Tensor, mean2: torch.Tensor, var2: torch.Tensor) -> torch.Tensor:
-    """Elementwise ``KL(N(mean1, var1) || N(mean2, var2))`` in nats (arguments broadcast)."""
-    return 0.5 * (torch.log(var2 / var1) + (var1 + (mean1 - mean2) ** 2) / var2 - 1)
-
-
 def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                                         num_levels: int) -> torch.Tensor:
     """Elementwise ``log P(x)`` when ``x`` is one of ``num_levels`` values evenly spaced in ``[-1, 1]``.
@@ -314,19 +309,44 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
-class MLPDenoiser(nn.Module):
-    """``eps_theta(x_t, t)`` for points ``(B, D)``: an MLP whose every hidden layer also gets ``t``'s embedding."""
+def _label_embedding(num_classes: int | None, width: int) -> nn.Embedding | None:
+    """A label embedding with one extra row, index ``num_classes``, for "no label" (classifier-free
+    guidance's unconditional branch); ``None`` for an unconditional network."""
+    if num_classes is None:
+        return None
+    check_positive_int("num_classes", num_classes)
+    return nn.Embedding(num_classes + 1, width)
 
-    def __init__(self, dim: int, hidden: int = 128, num_layers: int = 3, time_dim: int = 64) -> None:
+
+def _with_labels(net: nn.Module, time: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """The time embedding ``(B, width)`` plus the labels' embedding, if the network is conditional."""
+    if labels is None:
+        return time if net.label is None else time + net.label.weight[-1]  # no label given: the null token
+    if net.label is None:
+        raise ValueError("this network is unconditional (num_classes=None); call it without labels")
+    return time + net.label(labels)
+
+
+class MLPDenoiser(nn.Module):
+    """``eps_theta(x_t, t)`` for points ``(B, D)``: an MLP whose every hidden layer also gets ``t``'s embedding.
+
+    ``num_classes``: optional class conditioning (chapter 7's guidance): a learned embedding of the label
+    ``y`` (index ``num_classes`` is the "no label" token) is added to the time embedding. Left at ``None``
+    the network is built exactly as before (same random draws, same weights' names).
+    """
+
+    def __init__(self, dim: int, hidden: int = 128, num_layers: int = 3, time_dim: int = 64,
+                 num_classes: int | None = None) -> None:
         super().__init__()
         self.time_dim = time_dim
         self.time = nn.Sequential(nn.Linear(time_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.input = nn.Linear(dim, hidden)
         self.layers = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(num_layers - 1))
         self.output = nn.Linear(hidden, dim)
+        self.label = _label_embedding(num_classes, hidden)  # built last: the layers above draw as before
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        time = self.time(timestep_embedding(t, self.time_dim))
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        time = _with_labels(self, self.time(timestep_embedding(t, self.time_dim)), labels)
         h = self.input(x) + time
         for layer in self.layers:
             h = h + layer(F.silu(h))  # residual: a deep MLP that still trains quickly
@@ -360,7 +380,8 @@ class UNet(nn.Module):
     full-resolution features into the upward path.
     """
 
-    def __init__(self, in_channels: int = 1, channels: int = 32, time_dim: int = 64) -> None:
+    def __init__(self, in_channels: int = 1, channels: int = 32, time_dim: int = 64,
+                 num_classes: int | None = None) -> None:
         super().__init__()
         self.time_dim = time_dim
         tc = 4 * channels
@@ -375,9 +396,10 @@ class UNet(nn.Module):
         self.up2 = ResBlock(channels, channels, tc)
         self.output = nn.Sequential(nn.GroupNorm(min(8, channels), channels), nn.SiLU(),
                                     nn.Conv2d(channels, in_channels, 3, padding=1))
+        self.label = _label_embedding(num_classes, tc)  # optional class conditioning, as in MLPDenoiser
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        time = self.time(timestep_embedding(t, self.time_dim))
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        time = _with_labels(self, self.time(timestep_embedding(t, self.time_dim)), labels)
         full = self.down1(self.input(x), time)
         half = self.mid2(self.mid1(self.downsample(full), time), time)
         h = self.up1(torch.cat([self.upsample(half), full], dim=1), time)
@@ -387,6 +409,22 @@ class UNet(nn.Module):
 # ---------------------------------------------------------------------------
 # the model
 # ---------------------------------------------------------------------------
+def check_shape_and_kind(shape: Sequence[int], kind: str, num_levels: int | None) -> tuple[int, ...]:
+    """The data a continuous-space model (diffusion, flow matching) accepts: ``kind`` one of :data:`KINDS`,
+    points shaped ``(D,)``, images ``(C, H, W)`` with even sides (the U-Net halves them once), levels
+    with ``num_levels >= 2``. Returns ``shape`` as a tuple of ints."""
+    shape = tuple(int(s) for s in shape)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind == "points" and len(shape) != 1:
+        raise ValueError(f"points need a shape (D,), got {shape}")
+    if kind != "points" and (len(shape) != 3 or shape[1] % 2 or shape[2] % 2):
+        raise ValueError(f"images need a shape (C, H, W) with even H and W, got {shape}")
+    if kind == "categorical" and (num_levels is None or num_levels < 2):
+        raise ValueError(f"categorical data needs num_levels >= 2, got {num_levels}")
+    return shape
+
+
 def _bound_steps(T: int, num_timesteps: int | None) -> list[tuple[int, float]]:
     """The code indices ``t`` (1..T-1) of the KL terms a bound estimate evaluates, each with its weight.
 
@@ -405,7 +443,7 @@ def _bound_steps(T: int, num_timesteps: int | None) -> list[tuple[int, float]]:
     return ends + [(t, (T - 1 - 2 * e) / m) for t in middle]
 
 
-class DDPM(GenerativeModel):
+class DDPM(AveragedNetworkModel):
     """A denoising diffusion model (Ho et al. 2020) with DDPM and DDIM samplers.
 
     Trains with the simple loss ``E_{t, x_0, eps} |eps - eps_theta(x_t, t)|^2``
@@ -450,15 +488,7 @@ class DDPM(GenerativeModel):
                  eval_timesteps: int | None = 100, ema_decay: float = 0.999, point_std: float = 10.0,
                  clip_denoised: bool = True, lr_schedule: str = "constant") -> None:
         super().__init__()
-        shape = tuple(int(s) for s in shape)
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        if kind == "points" and len(shape) != 1:
-            raise ValueError(f"points need a shape (D,), got {shape}")
-        if kind != "points" and (len(shape) != 3 or shape[1] % 2 or shape[2] % 2):
-            raise ValueError(f"images need a shape (C, H, W) with even H and W, got {shape}")
-        if kind == "categorical" and (num_levels is None or num_levels < 2):
-            raise ValueError(f"categorical data needs num_levels >= 2, got {num_levels}")
+        shape = check_shape_and_kind(shape, kind, num_levels)
         check_positive_int("timesteps", timesteps)
         if timesteps > MAX_TIMESTEPS:  # the schedule's tables and every sampling loop grow with T
             raise ValueError(f"timesteps must be at most {MAX_TIMESTEPS:,} (1,000 is the usual choice), got {timesteps:,}")
@@ -528,8 +558,7 @@ class DDPM(GenerativeModel):
     def initialize(self, x_train: torch.Tensor) -> None:
         """Points: centre with the training mean and scale to standard deviation ``point_std`` (one scale for all axes)."""
         if self.kind == "points":
-            self.data_mean.copy_(x_train.float().mean(0))
-            self.data_scale.copy_((x_train.float() - self.data_mean).std() / self.point_std)
+            standardize_points(self, x_train, self.point_std)
             self.data_bound.copy_(self.to_model_space(x_train).abs().max())
 
     @property
@@ -548,16 +577,6 @@ class DDPM(GenerativeModel):
         In training mode the network being trained; in eval mode its moving average.
         """
         return self.network(x_t, t) if self.training else self.ema.module(x_t, t)
-
-    def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
-        """Adam on the trained network only (the moving average is not a parameter to optimise)."""
-        return [torch.optim.Adam(self.network.parameters(), lr=lr)]
-
-    def training_step(self, x: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> dict[str, torch.Tensor]:
-        """One Adam step on the simple loss, then move the average towards the new weights."""
-        losses = super().training_step(x, optimizers)
-        self.ema.update_parameters(self.network)
-        return losses
 
     def data_spec(self, method: str = "loss") -> DataSpec:
         kind = {"points": "real", "categorical": "levels", "grey": "unit"}[self.kind]
@@ -690,7 +709,7 @@ class DDPM(GenerativeModel):
 
         t_last = torch.full((B,), T - 1, dtype=torch.long, device=x0.device)
         abar_T = _at(self.schedule.alphas_cumprod, t_last, x0)
-        prior = per_example(gaussian_kl(abar_T.sqrt() * x0, 1 - abar_T, torch.zeros_like(x0), torch.ones_like(x0)))
+        prior = per_example(gaussian_kl(abar_T.sqrt() * x0, torch.log(1 - abar_T), torch.zeros_like(x0), torch.zeros_like(x0)))
 
         diffusion = torch.zeros(B, device=x0.device)
         for t, weight in _bound_steps(T, num_timesteps):
@@ -699,7 +718,7 @@ class DDPM(GenerativeModel):
             true_mean, true_var = posterior_mean_variance(x0, x_t, t_batch, self.schedule)
             model_mean, _ = posterior_mean_variance(predict_x0(x_t, t_batch, self.eps(x_t, t_batch), self.schedule),
                                                     x_t, t_batch, self.schedule)
-            diffusion += weight * per_example(gaussian_kl(true_mean, true_var, model_mean, true_var))
+            diffusion += weight * per_example(gaussian_kl(true_mean, true_var.log(), model_mean, true_var.log()))
 
         t_first = torch.zeros(B, dtype=torch.long, device=x0.device)
         x_1 = q_sample(x0, t_first, torch.randn_like(x0), self.schedule)

@@ -50,7 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .autoregressive import MaskedLinear, made_degrees, made_masks
-from .base import DataSpec, GenerativeModel, check_levels, check_lr_schedule, check_positive_int
+from .base import DataSpec, GenerativeModel, check_levels, check_lr_schedule, check_positive_int, mlp
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -128,18 +128,6 @@ class FlowLayer(nn.Module):
         raise NotImplementedError
 
 
-def mlp(in_features: int, out_features: int, hidden_size: int, num_hidden_layers: int) -> nn.Sequential:
-    """A ReLU MLP whose last layer starts at zero, so a new layer is the identity map."""
-    sizes = [in_features] + [hidden_size] * num_hidden_layers
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    last = nn.Linear(sizes[-1], out_features)
-    nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)
-    return nn.Sequential(*layers, last)
-
-
 class AffineCoupling(FlowLayer):
     """RealNVP's affine coupling layer (Dinh et al. 2017).
 
@@ -166,7 +154,7 @@ class AffineCoupling(FlowLayer):
         self.register_buffer("mask", mask)
         self.scale_bound = float(scale_bound)
         dim = len(mask)
-        self.net = mlp(dim, 2 * dim, hidden_size, num_hidden_layers)
+        self.net = mlp([dim] + [hidden_size] * num_hidden_layers + [2 * dim], zero_last=True)
 
     def _shift_and_log_scale(self, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shift, raw = self.net(kept).chunk(2, dim=1)
@@ -265,7 +253,7 @@ class SplineCoupling(FlowLayer):
         self.register_buffer("mask", mask)
         self.num_bins, self.tail_bound = num_bins, float(tail_bound)
         dim = len(mask)
-        self.net = mlp(dim, dim * (3 * num_bins - 1), hidden_size, num_hidden_layers)
+        self.net = mlp([dim] + [hidden_size] * num_hidden_layers + [dim * (3 * num_bins - 1)], zero_last=True)
 
     def _transform(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         # float64 inside: in float32 the inverse (a quadratic's root) loses digits in narrow bins

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import DataSpec, GenerativeModel, WeightAverage, check_lr_schedule, check_positive_int
+from .base import DataSpec, GenerativeModel, WeightAverage, check_lr_schedule, check_positive_int, mlp
 
 GENERATOR_LOSSES = ("classification", "saturating", "nonsaturating", "feature_matching", "denoising")
 
@@ -117,16 +117,6 @@ def frozen(params: Iterable[torch.Tensor]) -> Iterator[None]:
 # ---------------------------------------------------------------------------
 # networks for 2-D points
 # ---------------------------------------------------------------------------
-def mlp(sizes: list[int], activation: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
-    """Linear layers with ``activation()`` between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers)
-
-
 class MLPDiscriminator(nn.Module):
     """``(B, pack * dim) -> logits (B,)``; ``features`` gives the last hidden layer ``(B, hidden)``."""
 

@@ -464,11 +464,12 @@ FAMILIES: dict[str, Family] = {
     "independent": Family("Independent pixels", 1, "one distribution per pixel"),
     "autoregressive": Family("Autoregressive models", 2, "NADE, MADE, PixelCNN, WaveNet"),
     "flow": Family("Normalizing flows", 5, "RealNVP, Glow, MAF"),
+    "continuous_flow": Family("Continuous-time flows", 7, "flow matching, CNF: an ODE"),
     "vae": Family("Variational autoencoders", 3, "VAE, IWAE: maximize the ELBO"),
     "diffusion": Family("Diffusion models", 6, "DDPM, DDIM: a bound on log p(x)"),
-    "markov": Family("Boltzmann machines", None, "RBM, DBM: MCMC in training"),
+    "markov": Family("Energy-based models", 7, "RBM, EBM: MCMC in training"),
     "gan": Family("Adversarial nets (GANs)", 4, "GAN, DCGAN, cGAN, CycleGAN"),
-    "markov_sampler": Family("Markov-chain samplers", None, "GSN: run a learned chain"),
+    "markov_sampler": Family("Markov-chain samplers", 7, "GSN; NCSN: Langevin on a score"),
 }
 
 # inner nodes: key -> (title, subtitle, column, children)
@@ -476,7 +477,8 @@ _INNER: dict[str, tuple[str, str, int, tuple[str, ...]]] = {
     "root": ("Generative\nmodels", "", 0, ("explicit", "implicit")),
     "explicit": ("Explicit density", r"$p_\theta(x)$ is defined", 1, ("tractable", "approximate")),
     "implicit": ("Implicit density", "a sampler only", 1, ("direct", "chain_implicit")),
-    "tractable": ("Tractable", r"exact $\log p_\theta(x)$", 2, ("independent", "autoregressive", "flow")),
+    "tractable": ("Tractable", r"exact $\log p_\theta(x)$", 2, ("independent", "autoregressive", "flow",
+                                                                "continuous_flow")),
     "approximate": ("Approximate", "bound or MCMC", 2, ("variational", "chain_explicit")),
     "variational": ("Variational", "lower bound", 3, ("vae", "diffusion")),
     "chain_explicit": ("Markov chain", "MCMC", 3, ("markov",)),
@@ -488,6 +490,7 @@ _BRANCH_COLOUR = {  # leaf colour when nothing is highlighted
     "independent": "#3b6fb6",
     "autoregressive": "#3b6fb6",
     "flow": "#3b6fb6",
+    "continuous_flow": "#3b6fb6",
     "vae": "#2a9d8f",
     "diffusion": "#2a9d8f",
     "markov": "#2a9d8f",
@@ -495,7 +498,7 @@ _BRANCH_COLOUR = {  # leaf colour when nothing is highlighted
     "markov_sampler": "#d1495b",
 }
 _STRONG = "#e07a1f"
-_MAP_SIZE = (11.65, 6.15)  # inches; model_map's layout is in these units
+_MAP_SIZE = (11.65, 6.7)  # inches; model_map's layout is in these units
 _GREY_FILL, _GREY_EDGE, _GREY_TEXT = "#f2f2f2", "#b5b5b5", "#8a8a8a"
 
 
@@ -517,19 +520,20 @@ def model_map(highlight: str | Iterable[str] | None = None, ax: Axes | None = No
     """Draw the map of generative model families as a tree.
 
     Explicit density models split into tractable ones (independent pixels,
-    autoregressive models, normalizing flows) and approximate ones (VAEs and
-    diffusion models through a variational bound, Boltzmann machines through
-    Markov chains); implicit density models give only a sampler (GANs, Markov
-    chain samplers such as GSNs). Leaves carry the chapter of the book that
+    autoregressive models, normalizing flows, continuous-time flows) and
+    approximate ones (VAEs and diffusion models through a variational bound,
+    energy-based models and Boltzmann machines through Markov chains); implicit
+    density models give only a sampler (GANs, Markov chain samplers such as GSNs
+    and score networks sampled by Langevin dynamics). Leaves carry the chapter of the book that
     covers them.
 
     Args:
         highlight: ``None`` (every family coloured by branch) or a key or list
             of keys of :data:`FAMILIES`: ``"independent"``,
-            ``"autoregressive"``, ``"flow"``, ``"vae"``, ``"diffusion"``,
-            ``"markov"``, ``"gan"``, ``"markov_sampler"``. Highlighted leaves
+            ``"autoregressive"``, ``"flow"``, ``"continuous_flow"``, ``"vae"``,
+            ``"diffusion"``, ``"markov"``, ``"gan"``, ``"markov_sampler"``. Highlighted leaves
             and the path to them are drawn in a strong colour, the rest in grey.
-        ax: axes to draw on, or ``None`` for a new 11.65 x 6.15 inch figure. The
+        ax: axes to draw on, or ``None`` for a new 11.65 x 6.7 inch figure. The
             drawing uses fixed font sizes, so a given ``ax`` should be about
             that size.
         notes: optional text per family key that replaces the leaf's second
@@ -578,7 +582,7 @@ class _MapLayout:
         for key in FAMILIES:
             y -= gaps.get(key, 0.0)
             self.pos[key] = y
-            y -= 0.7
+            y -= 0.68
         for node in ("variational", "chain_explicit", "direct", "chain_implicit", "tractable", "approximate",
                      "explicit", "implicit", "root"):
             self.pos[node] = float(np.mean([self.pos[k] for k in _INNER[node][3]]))

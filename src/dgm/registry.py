@@ -40,6 +40,13 @@ class ModelSpec:
     #: for convolutional ones on images. A function of ``DataSplit.info()`` where it depends on the data.
     #: Measured by ``data/threads_benchmark.py``; ``--threads N`` overrides it.
     threads: int | None | Callable[[dict], int | None] = 1
+    #: training settings that differ by the kind of data (``DataSplit.info()["kind"]``), merged over
+    #: ``train``: e.g. a diffusion model's MLP on points takes many cheap steps, its U-Net on images few costly ones
+    train_for_kind: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def train_settings(self, info: dict) -> dict[str, Any]:
+        """The default settings of :func:`dgm.train.fit` for data described by ``DataSplit.info()``."""
+        return {**self.train, **self.train_for_kind.get(info["kind"], {})}
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -117,7 +124,7 @@ register(ModelSpec(
     cls=GaussianMixture,
     config_for=lambda info: {"dim": info["shape"][0], "num_components": 8},
     data_kinds=("points",),
-    train={"budget_seconds": 60, "batch_size": 1000, "lr": 3e-3, "eval_every": 100, "patience": 10},
+    train={"max_steps": 10_000, "batch_size": 1000, "lr": 3e-3, "eval_every": 100, "patience": 10},
     description="Gaussian mixture (8 full-covariance components) by maximum likelihood (ch. 1)",
 ))
 
@@ -133,7 +140,7 @@ register(ModelSpec(
     cls=FVSBN,
     config_for=_image_config,
     data_kinds=("categorical", "binary"),
-    train={"budget_seconds": 60, "batch_size": 64, "lr": 3e-3, "eval_every": 50, "patience": 10},
+    train={"max_steps": 20_000, "batch_size": 64, "lr": 3e-3, "eval_every": 50, "patience": 10},
     description="fully visible sigmoid belief net: a masked linear layer, softmax outputs (ch. 2)",
 ))
 register(ModelSpec(
@@ -141,7 +148,7 @@ register(ModelSpec(
     cls=NADE,
     config_for=_image_config,
     data_kinds=("categorical", "binary"),
-    train={"budget_seconds": 60, "batch_size": 32, "lr": 2e-3, "eval_every": 50, "patience": 10},
+    train={"max_steps": 10_000, "batch_size": 32, "lr": 2e-3, "eval_every": 50, "patience": 10},
     description="NADE: one shared sigmoid hidden layer, computed with cumulative sums (ch. 2)",
 ))
 register(ModelSpec(
@@ -149,7 +156,7 @@ register(ModelSpec(
     cls=MADE,
     config_for=_image_config,
     data_kinds=("categorical", "binary"),
-    train={"budget_seconds": 60, "batch_size": 32, "lr": 1e-3, "eval_every": 50, "patience": 10},
+    train={"max_steps": 8000, "batch_size": 32, "lr": 1e-3, "eval_every": 50, "patience": 10},
     description="MADE: masked MLP (500 hidden, dropout), natural order; --set num_masks=K for an ensemble (ch. 2)",
 ))
 register(ModelSpec(
@@ -157,7 +164,7 @@ register(ModelSpec(
     cls=PixelCNN,
     config_for=_image_config,
     data_kinds=("categorical", "binary"),
-    train={"budget_seconds": 60, "batch_size": 64, "lr": 3e-3, "eval_every": 50, "patience": 10},
+    train={"max_steps": 1000, "batch_size": 64, "lr": 3e-3, "eval_every": 50, "patience": 10},
     description="gated PixelCNN (vertical + horizontal stacks, no blind spot); --set gated=False: plain (ch. 2)",
     threads=None,
 ))
@@ -166,7 +173,7 @@ register(ModelSpec(
     cls=WaveNet,
     config_for=_image_config,
     data_kinds=("categorical", "binary"),
-    train={"budget_seconds": 60, "batch_size": 64, "lr": 3e-3, "eval_every": 50, "patience": 10},
+    train={"max_steps": 1200, "batch_size": 64, "lr": 3e-3, "eval_every": 50, "patience": 10},
     description="WaveNet: dilated causal gated 1-D convolutions over the raster sequence (ch. 2)",
 ))
 # step-defined (max_steps, not a time budget), so a seed reproduces the run exactly; the learning
@@ -200,7 +207,7 @@ register(ModelSpec(
     cls=Autoencoder,
     config_for=_vae_config,
     data_kinds=("categorical", "binary", "grey"),
-    train={"budget_seconds": 30, "batch_size": 128, "lr": 3e-3, "eval_every": 50, "patience": 10},
+    train={"max_steps": 3000, "batch_size": 128, "lr": 3e-3, "eval_every": 50, "patience": 10},
     description="deterministic autoencoder (MLP); reconstruction metrics only, not a generative model (ch. 3)",
 ))
 register(ModelSpec(
@@ -208,7 +215,7 @@ register(ModelSpec(
     cls=VAE,
     config_for=_vae_config,
     data_kinds=("categorical", "binary", "grey"),
-    train={"budget_seconds": 30, "batch_size": 128, "lr": 3e-3, "eval_every": 50, "patience": 10},
+    train={"max_steps": 3000, "batch_size": 128, "lr": 3e-3, "eval_every": 50, "patience": 10},
     description="VAE: Gaussian encoder, MLP; decoder likelihood by data (--set likelihood=..., beta=...) (ch. 3)",
 ))
 
@@ -307,19 +314,20 @@ register(ModelSpec(
     cls=RealNVP,
     config_for=_realnvp_config,
     data_kinds=("points", "categorical"),
-    train={"budget_seconds": 110, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
+    train={"max_steps": 5000, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
     description="RealNVP: affine couplings + ActNorm + LU linear maps; points: a 16-Gaussian base "
                 "(--set base_components=0 for N(0, I)); images dequantised (ch. 5)",
 ))
 register(ModelSpec(
     name="nsf",
     cls=RealNVP,
-    # a spline coupling does far more than an affine one: 4 blocks (so more steps fit the budget); the
+    # a spline coupling does far more than an affine one: 4 blocks (each step is cheaper); the
     # learning rate halves after every 15 % of the run (data/tuning.md)
     config_for=lambda info: {**_flow_config(info), "coupling": "spline", "num_blocks": 4,
                              "lr_schedule": "halving:0.15"},
     data_kinds=("points", "categorical"),
-    train={"budget_seconds": 110, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
+    train={"max_steps": 5000, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
+    train_for_kind={"categorical": {"max_steps": 1200}},  # a step on images costs far more
     description="neural spline flow: RealNVP's blocks with rational-quadratic spline couplings (ch. 5)",
 ))
 register(ModelSpec(
@@ -327,7 +335,7 @@ register(ModelSpec(
     cls=MAF,
     config_for=_flow_config,
     data_kinds=("points", "categorical"),
-    train={"budget_seconds": 110, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
+    train={"max_steps": 10_000, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
     description="masked autoregressive flow: MADE conditioners, fast density, sequential sampling (ch. 5)",
 ))
 register(ModelSpec(
@@ -335,7 +343,8 @@ register(ModelSpec(
     cls=IAF,
     config_for=_flow_config,
     data_kinds=("points", "categorical"),
-    train={"budget_seconds": 110, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
+    train={"max_steps": 5000, "batch_size": 256, "lr": 2e-3, "eval_every": 100, "patience": 15},
+    train_for_kind={"categorical": {"max_steps": 400}},  # a step on images costs far more
     description="inverse autoregressive flow: fast sampling, density D passes per layer (ch. 5)",
 ))
 
@@ -351,8 +360,7 @@ def _diffusion_config(info: dict) -> dict:
         return {"shape": tuple(info["shape"]), "kind": "points", "lr_schedule": "cosine"}
     # images: DDIM with 100 steps by default, since the 1,000 DDPM steps for the
     # 1,000 samples that the sample metrics draw take minutes on a CPU; a shorter
-    # weight average, because a CPU budget gives the U-Net only ~2,000 steps
-    # (train digits with --batch-size 64 --lr 2e-3)
+    # weight average, because a CPU run gives the U-Net only a few thousand steps
     return {"shape": tuple(info["shape"]), "kind": info["kind"], "num_levels": info["num_levels"],
             "sampler": "ddim", "sample_steps": 100, "ema_decay": 0.995}
 
@@ -362,8 +370,87 @@ register(ModelSpec(
     cls=DDPM,
     config_for=_diffusion_config,
     data_kinds=("points", "categorical", "grey"),
-    train={"budget_seconds": 100, "batch_size": 256, "lr": 1e-3, "eval_every": 250, "patience": None},
+    train={"max_steps": 15_000, "batch_size": 256, "lr": 1e-3, "eval_every": 250, "patience": None},
+    # the U-Net: smaller batches at a higher rate do better in a CPU's few thousand steps (the digits checkpoint)
+    train_for_kind={kind: {"max_steps": 6000, "batch_size": 64, "lr": 2e-3} for kind in ("categorical", "grey")},
     description="denoising diffusion (MLP for points, U-Net for images); sample with --set sampler=ddim "
                 "sample_steps=50 eta=0.0 (ch. 6)",
     threads=lambda info: 1 if info["kind"] == "points" else None,  # an MLP on points, a U-Net on images
+))
+
+
+# ---- chapter 7 (dgm.flow_matching) ----
+from .flow_matching import FlowMatching, LatentFlowMatching  # noqa: E402
+
+
+def _flow_matching_config(info: dict) -> dict:
+    """Points: an exact-divergence likelihood with 32 Heun steps; the rate falls along a half cosine.
+    Images: the U-Net of chapter 6, Heun with 10 steps (20 network evaluations) to sample, and a
+    Hutchinson bound with 16 Heun steps and 2 probes per test image (affordable single-threaded)."""
+    config = {"shape": tuple(info["shape"]), "kind": info["kind"], "lr_schedule": "cosine"}
+    if info["kind"] != "points":
+        config.update(num_levels=info["num_levels"], ema_decay=0.995, eval_steps=16, eval_probes=2)
+    return config
+
+
+register(ModelSpec(
+    name="fm",
+    cls=FlowMatching,
+    config_for=_flow_matching_config,
+    data_kinds=("points", "categorical", "grey"),
+    train={"max_steps": 8000, "batch_size": 256, "lr": 2e-3, "eval_every": 500, "patience": None},
+    train_for_kind={kind: {"max_steps": 6000, "batch_size": 64, "lr": 2e-3} for kind in ("categorical", "grey")},
+    description="flow matching (--set path=linear|vp sampler=euler|heun sample_steps=10); ODE likelihood: "
+                "exact divergence on points, Hutchinson bound on dequantised images (ch. 7)",
+    threads=lambda info: 1 if info["kind"] == "points" else None,
+))
+register(ModelSpec(
+    name="fm-guided",
+    cls=FlowMatching,
+    # classifier-free guidance: labels dropped 10 % of the time; samples at w = 1; the run also scores w in the sweep
+    config_for=lambda info: {**_flow_matching_config(info), "num_classes": 10, "label_dropout": 0.1,
+                             "guidance": 1.0, "guidance_sweep": (0.0, 0.5, 1.0, 2.0, 4.0)},
+    data_kinds=("categorical", "grey"),
+    train={"max_steps": 6000, "batch_size": 64, "lr": 2e-3, "eval_every": 500, "patience": None},
+    description="class-conditional flow matching with classifier-free guidance (--set guidance=W); "
+                "scores class accuracy and FD per guidance weight (ch. 7)",
+    labels=True,
+    threads=None,
+))
+register(ModelSpec(
+    name="fm-latent",
+    cls=LatentFlowMatching,
+    config_for=lambda info: {"shape": tuple(info["shape"]), "kind": info["kind"],
+                             "num_levels": info["num_levels"] if info["kind"] == "categorical" else None,
+                             "lr_schedule": "cosine"},
+    data_kinds=("categorical", "grey"),
+    train={"max_steps": 6000, "batch_size": 256, "lr": 2e-3, "eval_every": 500, "patience": None},
+    description="flow matching on a deterministic autoencoder's codes (trained first, then frozen), "
+                "decoded to images (ch. 7)",
+))
+
+
+# ---- chapter 7 (dgm.scores) ----
+from .scores import EBM, NCSN  # noqa: E402
+
+register(ModelSpec(
+    name="ebm",
+    cls=EBM,
+    config_for=lambda info: {"shape": tuple(info["shape"])},
+    data_kinds=("points",),
+    # validation is the quadrature NLL: the trainer keeps the best weights by it
+    train={"max_steps": 1500, "batch_size": 256, "lr": 3e-3, "eval_every": 250, "patience": None},
+    description="energy-based model by contrastive divergence, short-run Langevin from a replay buffer; "
+                "log_prob with log Z by quadrature on a grid (2-D only) (ch. 7)",
+))
+register(ModelSpec(
+    name="ncsn",
+    cls=NCSN,
+    config_for=lambda info: {"shape": tuple(info["shape"])},
+    data_kinds=("points",),
+    # 6,000 steps: ring-sharp's modes (0.014 data standard deviations wide) need the last steps of the cosine
+    train={"max_steps": 6000, "batch_size": 256, "lr": 1e-3, "eval_every": 500, "patience": None},
+    description="noise-conditional score network by denoising score matching, annealed Langevin sampling "
+                "(--set num_levels=10 sigma_max=3 sigma_min=0.01 steps_per_level=50 step_eps=1e-5); "
+                "no likelihood (ch. 7)",
 ))

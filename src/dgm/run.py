@@ -86,7 +86,7 @@ def train(
 ) -> tuple[GenerativeModel, "History", dict[str, Any]]:
     """Train model ``name`` on ``data`` (a :class:`Splits`, or a data set's name, loaded once here).
 
-    Unset arguments take the model's defaults (``MODELS[name].train``); ``overrides`` change
+    Unset arguments take the model's defaults (``MODELS[name].train_settings``: a number of steps); ``overrides`` change
     constructor arguments; ``sample_quality=False`` skips the sample scores (faster, for sweeps);
     ``binarize``/``download`` apply when ``data`` is a name (``download=True`` lets ``"mnist"`` fetch
     full MNIST, the only network access). ``threads`` defaults to the model's ``ModelSpec.threads``.
@@ -103,7 +103,9 @@ def train(
     data = splits(data, binarize=binarize, download=download) if isinstance(data, str) else data
     seed_everything(seed)  # before building: the seed also fixes the random initial weights
     model = build(name, data.train.info(), **(overrides or {}))
-    settings = dict(spec.train)
+    settings = spec.train_settings(data.train.info())
+    if budget_seconds is not None and steps is None:
+        settings.pop("max_steps", None)  # a benchmark's time budget replaces the default length, not adds to it
     for key, value in (("budget_seconds", budget_seconds), ("max_steps", steps), ("lr", lr),
                        ("batch_size", batch_size), ("eval_every", eval_every)):
         if value is not None:
@@ -134,7 +136,10 @@ def _run_record(name: str, data_name: str, seed: int, model: GenerativeModel, hi
     record: dict[str, Any] = {"model": name, "data": data_name, "seed": seed}
     if interrupted:
         record["interrupted"] = True
-    record.update({"train_seconds": round(history.seconds, 3), "steps": history.steps})
+    # CPU seconds beside the wall clock: on a machine busy with other work the wall clock says more about
+    # the load than about the model, while one thread's CPU time barely changes
+    record.update({"train_seconds": round(history.seconds, 3), "train_cpu_seconds": round(history.cpu_seconds, 3),
+                   "steps": history.steps})
     if not interrupted:
         record["stopped_because"] = history.stopped_because
     record.update({"best_step": history.best_step, "val_score": history.best_val,
@@ -182,7 +187,9 @@ def score_samples(model: GenerativeModel, test: "DataSplit | str", n: int | None
     * images: 1,000 samples; ``fd``, the :func:`~dgm.metrics.frechet_distance` to the test split in the
       digit classifier's feature space, and :func:`~dgm.metrics.class_balance` of its labels; a
       conditional model (attribute ``num_classes``, ``sample(n, labels=...)``) also gets
-      ``class_accuracy``, the fraction classified as the requested digit.
+      ``class_accuracy``, the fraction classified as the requested digit; a guided one (method
+      ``score_guidance``, e.g. :class:`~dgm.flow_matching.FlowMatching`) also both scores at each
+      guidance weight ``w`` of its sweep, as ``class_accuracy_w{w}`` and ``fd_w{w}``.
 
     Also ``sample_ms_per_example``, the wall time of drawing the samples, and ``sampling_passes``,
     the sequential network evaluations that took (:meth:`~dgm.base.GenerativeModel.sampling_passes`).
@@ -212,11 +219,20 @@ def score_samples(model: GenerativeModel, test: "DataSplit | str", n: int | None
     from .classifier import load_classifier
 
     classifier = load_classifier(test.name)
-    result["fd"] = metrics.frechet_distance(classifier.features(samples), classifier.features(test.x))
+    test_features = classifier.features(test.x)
+    result["fd"] = metrics.frechet_distance(classifier.features(samples), test_features)
     predicted = classifier.predict(samples)
     result["class_balance"] = metrics.class_balance(predicted)
     if conditional:
         result["class_accuracy"] = float((predicted == labels.cpu()).double().mean())
+        if hasattr(model, "score_guidance"):  # a guided model: the same scores at each weight of its sweep
+
+            def guided_scores(drawn: torch.Tensor) -> dict[str, float]:
+                drawn = drawn.detach().cpu()
+                return {"class_accuracy": float((classifier.predict(drawn) == labels.cpu()).double().mean()),
+                        "fd": metrics.frechet_distance(classifier.features(drawn), test_features)}
+
+            result.update(model.score_guidance(n, labels, guided_scores))
     return result
 
 

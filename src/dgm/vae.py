@@ -15,7 +15,7 @@ the code *is*:
       ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z))  <=  log p(x),
 
   estimated with one reparameterised sample ``z = mu + sigma * eps``
-  (:func:`reparameterize`) and the closed-form KL (:func:`gaussian_kl`).
+  (:func:`reparameterize`) and the closed-form KL (:func:`kl_to_standard_normal`).
   :meth:`VAE.iwae_bound` tightens the bound with ``k`` importance samples and
   :meth:`VAE.log_prob` uses it (``k = 1000``) as the estimate of ``log p(x)``.
 
@@ -57,7 +57,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import DataSpec, GenerativeModel, check_levels, check_positive_int
+from .base import DataSpec, GenerativeModel, check_levels, check_positive_int, gaussian_kl, mlp
 
 LIKELIHOODS = ("categorical", "bernoulli", "gaussian", "logistic")
 #: grey images in [0, 1] are stored as k / 255: the discretized logistic has 256 bins
@@ -82,15 +82,15 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
 
-def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``KL(N(mu, diag(exp(logvar))) || N(0, I))`` in nats, summed over the last dim.
 
-    Closed form: ``1/2 * sum(mu^2 + exp(logvar) - logvar - 1)``.
-    ``mu``, ``logvar``: ``(batch, latent_dim)`` -> ``(batch,)``.
+    Closed form: ``1/2 * sum(mu^2 + exp(logvar) - logvar - 1)``, :func:`dgm.base.gaussian_kl` with the
+    second Gaussian the prior. ``mu``, ``logvar``: ``(batch, latent_dim)`` -> ``(batch,)``.
     """
     if mu.shape != logvar.shape:
         raise ValueError(f"mu and logvar must have the same shape, got {tuple(mu.shape)} and {tuple(logvar.shape)}")
-    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(-1)
+    return gaussian_kl(mu, logvar, torch.zeros_like(mu), torch.zeros_like(logvar)).sum(-1)
 
 
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -236,18 +236,6 @@ class PixelLikelihood(nn.Module):
 # ---------------------------------------------------------------------------
 # the networks
 # ---------------------------------------------------------------------------
-def mlp(sizes: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
-    """Linear layers ``sizes[0] -> sizes[1] -> ...`` with ReLU (and dropout) between them, none after the last."""
-    layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        if i:
-            layers.append(nn.ReLU())
-            if dropout:
-                layers.append(nn.Dropout(dropout))
-        layers.append(nn.Linear(fan_in, fan_out))
-    return nn.Sequential(*layers)
-
-
 def _check_config(shape: Sequence[int], likelihood: str, latent_dim: int, hidden: Sequence[int]) -> tuple[int, ...]:
     shape = tuple(int(s) for s in shape)
     if not shape or any(s <= 0 for s in shape):
@@ -274,8 +262,8 @@ class _EncoderDecoder(GenerativeModel):
         if not 0 <= dropout < 1 or not weight_decay >= 0:
             raise ValueError(f"need 0 <= dropout < 1 and weight_decay >= 0, got {dropout!r} and {weight_decay!r}")
         self.weight_decay = float(weight_decay)
-        self.encoder = mlp([self.dims, *hidden, code_outputs], dropout)
-        self.decoder = mlp([latent_dim, *reversed(hidden), self.dims * self.likelihood.params_per_pixel], dropout)
+        self.encoder = mlp([self.dims, *hidden, code_outputs], dropout=dropout)
+        self.decoder = mlp([latent_dim, *reversed(hidden), self.dims * self.likelihood.params_per_pixel], dropout=dropout)
 
     def configure_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
         # 1000 training images overfit fast: decoupled weight decay (AdamW) regularises
@@ -408,7 +396,7 @@ class VAE(_EncoderDecoder):
         mu, logvar = self.encode(x)
         z = reparameterize(mu.expand(num_samples, *mu.shape), logvar.expand(num_samples, *logvar.shape))
         reconstruction = self.likelihood.log_prob(self.decode(z), x.flatten(1)).mean(0)
-        kl = gaussian_kl(mu, logvar)
+        kl = kl_to_standard_normal(mu, logvar)
         return reconstruction - kl, reconstruction, kl
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:

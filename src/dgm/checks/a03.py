@@ -8,7 +8,7 @@
   fresh draw for every entry). Random results cannot be compared with a
   reference value, so every case has a ``judge``.
 * ``kl_to_standard_normal(mu, logvar) -> (batch,)``: the closed-form
-  ``KL(q || N(0, I))`` per example, compared with :func:`dgm.vae.gaussian_kl`.
+  ``KL(q || N(0, I))`` per example, compared with :func:`dgm.vae.kl_to_standard_normal`.
 * ``negative_elbo(x, logits, mu, logvar) -> scalar``: the training loss of a
   VAE with Bernoulli pixels, ``mean over the batch of (-log p(x | z) + KL)``,
   compared with the package's formula.
@@ -142,9 +142,9 @@ def _fresh_noise_probe(call: Callable) -> str | None:
 # 2. the KL term
 # ---------------------------------------------------------------------------
 def _reference_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    from dgm.vae import gaussian_kl
+    from dgm.vae import kl_to_standard_normal
 
-    return gaussian_kl(mu, logvar)
+    return kl_to_standard_normal(mu, logvar)
 
 
 _KL_MISTAKES = (
