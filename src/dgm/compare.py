@@ -155,15 +155,15 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     """The comparison as a Markdown table (what the chapter and the CLI print)."""
-    header = ("| family | ch. | model | NLL (nats) | kind | bits/dim | FD ↓ | class balance | steps "
+    header = ("| family | ch. | model | NLL (nats) | kind | bits/dim | FD ↓ | class balance | steps | train s "
               "| sample ms/img | passes | params |")
-    lines = [header, "|" + "---|" * 12]
+    lines = [header, "|" + "---|" * 13]
     for r in rows:
         lines.append(" | ".join([
             "", r["family"], str(r["ch"]),
             f"`{r['model']}`" + (f" (samples: {r['sampler']})" if r.get("sampler") else ""),
             _fmt(r["nll_nats"]), r["nll_kind"],
-            _fmt(r["bpd"], 3), _fmt(r["fd"]), _fmt(r["class_balance"], 2), _fmt(r["steps"]),
+            _fmt(r["bpd"], 3), _fmt(r["fd"]), _fmt(r["class_balance"], 2), _fmt(r["steps"]), _fmt(r["train_seconds"], 0),
             _fmt(r["sample_ms"], 3), _fmt(r["sampling_passes"]), _fmt(r["params"]), "",
         ]).strip())
     return "\n".join(lines)
