@@ -86,8 +86,8 @@ def train(
 ) -> tuple[GenerativeModel, "History", dict[str, Any]]:
     """Train model ``name`` on ``data`` (a :class:`Splits`, or a data set's name, loaded once here).
 
-    Unset arguments take the model's defaults (``MODELS[name].train_settings``: a number of steps); ``overrides`` change
-    constructor arguments; ``sample_quality=False`` skips the sample scores (faster, for sweeps);
+    Unset arguments take the model's defaults (``MODELS[name].train_settings``: a number of steps);
+    ``overrides`` change constructor arguments; ``sample_quality=False`` skips the sample scores (faster, for sweeps);
     ``binarize``/``download`` apply when ``data`` is a name (``download=True`` lets ``"mnist"`` fetch
     full MNIST, the only network access). ``threads`` defaults to the model's ``ModelSpec.threads``.
     Under ``torchrun`` every process trains its share of each batch (:func:`dgm.train.fit`).
@@ -188,7 +188,7 @@ def score_samples(model: GenerativeModel, test: "DataSplit | str", n: int | None
       digit classifier's feature space, and :func:`~dgm.metrics.class_balance` of its labels; a
       conditional model (attribute ``num_classes``, ``sample(n, labels=...)``) also gets
       ``class_accuracy``, the fraction classified as the requested digit; a guided one (method
-      ``score_guidance``, e.g. :class:`~dgm.flow_matching.FlowMatching`) also both scores at each
+      ``score_guidance``, e.g. :class:`~dgm.flow_matching.FlowMatching`) gets both scores again at each
       guidance weight ``w`` of its sweep, as ``class_accuracy_w{w}`` and ``fd_w{w}``.
 
     Also ``sample_ms_per_example``, the wall time of drawing the samples, and ``sampling_passes``,
